@@ -1,0 +1,85 @@
+"""XGBoost training shared by hpo (every trial) and train_best (the final fit): one code path,
+so the retrained model is the trial that won, not a look-alike."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from steps.features import FeatureMatrix
+
+# Hyperparameters hyperopt searches, with the type each is logged and read back as.
+TUNED_PARAMS: dict[str, type] = {
+    "max_depth": int,
+    "learning_rate": float,
+    "min_child_weight": float,
+    "reg_alpha": float,
+    "reg_lambda": float,
+}
+FIXED_PARAMS: dict[str, Any] = {
+    "objective": "reg:squarederror",
+    "eval_metric": "rmse",
+    "tree_method": "hist",
+}
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A trained booster, trimmed to its best iteration, and how it did on validation."""
+
+    booster: xgb.Booster
+    val_rmse: float
+    n_trees: int
+    seconds: float
+
+
+def dmatrices(train: FeatureMatrix, val: FeatureMatrix) -> tuple[xgb.DMatrix, xgb.DMatrix]:
+    """Quantised training/validation matrices, built once and shared by every trial."""
+    dtrain = xgb.QuantileDMatrix(train.X, label=train.y, enable_categorical=True)
+    dval = xgb.QuantileDMatrix(val.X, label=val.y, enable_categorical=True, ref=dtrain)
+    return dtrain, dval
+
+
+def dmatrix(matrix: FeatureMatrix) -> xgb.DMatrix:
+    """A plain matrix for prediction (test split)."""
+    return xgb.DMatrix(matrix.X, label=matrix.y, enable_categorical=True)
+
+
+def parse_params(raw: dict[str, str]) -> dict[str, Any]:
+    """Typed tuned hyperparameters from MLflow's string params."""
+    # int() of "7.0" fails, so ints go through float first.
+    return {name: kind(float(raw[name])) for name, kind in TUNED_PARAMS.items()}
+
+
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return math.sqrt(float(np.mean((np.asarray(y_true) - np.asarray(y_pred)) ** 2)))
+
+
+def fit(
+    params: dict[str, Any],
+    dtrain: xgb.DMatrix,
+    dval: xgb.DMatrix,
+    num_boost_round: int,
+    early_stopping_rounds: int,
+    seed: int,
+) -> FitResult:
+    """Train with early stopping on validation; return the booster cut at its best iteration."""
+    started = time.perf_counter()
+    booster = xgb.train(
+        {**FIXED_PARAMS, **params, "seed": seed},
+        dtrain,
+        num_boost_round=num_boost_round,
+        evals=[(dval, "validation")],
+        early_stopping_rounds=early_stopping_rounds,
+        verbose_eval=False,
+    )
+    seconds = time.perf_counter() - started
+    n_trees = booster.best_iteration + 1
+    best = booster[:n_trees]
+    val_rmse = rmse(dval.get_label(), best.predict(dval))
+    return FitResult(best, val_rmse, n_trees, seconds)

@@ -1,0 +1,121 @@
+"""Parameter parsing and validation shared by the steps and `main` (pure: no I/O, no MLflow).
+
+`main` validates every parameter here before it launches the first step, so a typo fails in
+a second instead of after a download and an hour of tuning.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+from steps.contracts import ENCODINGS, TAXIS
+from steps.errors import PipelineError
+
+_MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
+# TLC publishes trip records from January 2009 on.
+FIRST_TLC_YEAR = 2009
+# A registered model name MLflow accepts everywhere (UI, URIs, REST): no slashes, colons, '@'.
+_MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$")
+
+
+@dataclass(frozen=True, order=True)
+class Month:
+    """A calendar month, the unit TLC publishes trip records in."""
+
+    year: int
+    month: int
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+    @property
+    def start(self) -> pd.Timestamp:
+        return pd.Timestamp(year=self.year, month=self.month, day=1)
+
+    @property
+    def end(self) -> pd.Timestamp:
+        """First instant of the next month (exclusive bound)."""
+        return self.start + pd.offsets.MonthBegin(1)
+
+
+def parse_month(text: str, name: str = "month") -> Month:
+    """Parse 'YYYY-MM' into a Month, or fail with a line that shows the expected form."""
+    match = _MONTH_RE.match(str(text).strip())
+    if not match:
+        raise PipelineError(f"{name} must look like YYYY-MM (e.g. 2021-01), got {text!r}")
+    year, month = int(match.group(1)), int(match.group(2))
+    if not 1 <= month <= 12:
+        raise PipelineError(f"{name} {text!r} has no month {month:02d}; use 01..12")
+    if year < FIRST_TLC_YEAR:
+        raise PipelineError(
+            f"{name} {text!r} is before {FIRST_TLC_YEAR}, when TLC trip records start; "
+            "pick a later month"
+        )
+    return Month(year, month)
+
+
+def parse_months(train: str, val: str, test: str) -> tuple[Month, Month, Month]:
+    """Parse the three split months and require train < val < test (no look-ahead)."""
+    months = (
+        parse_month(train, "train_month"),
+        parse_month(val, "val_month"),
+        parse_month(test, "test_month"),
+    )
+    tr, va, te = months
+    if not tr < va < te:
+        raise PipelineError(
+            f"months must be in order train < val < test, got train={tr} val={va} test={te}; "
+            "validate and test on months after the training month"
+        )
+    return months
+
+
+def check_taxi(taxi: str) -> str:
+    """Return the taxi colour, or fail naming the accepted ones."""
+    if taxi not in TAXIS:
+        raise PipelineError(f"taxi must be one of {', '.join(TAXIS)}, got {taxi!r}")
+    return taxi
+
+
+def check_encoding(encoding: str) -> str:
+    """Return the encoding, or fail naming the accepted ones."""
+    if encoding not in ENCODINGS:
+        raise PipelineError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
+    return encoding
+
+
+def check_duration_bounds(min_duration: float, max_duration: float) -> tuple[float, float]:
+    """Require 0 <= min_duration < max_duration (minutes)."""
+    if not 0 <= min_duration < max_duration:
+        raise PipelineError(
+            f"need 0 <= min_duration < max_duration (minutes), got {min_duration} and "
+            f"{max_duration}; the course uses 1 and 60"
+        )
+    return min_duration, max_duration
+
+
+def check_positive(value: int, name: str) -> int:
+    """Require an integer budget of at least 1."""
+    if value < 1:
+        raise PipelineError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def check_tolerance(value: float) -> float:
+    """Require a non-negative RMSE tolerance."""
+    if value < 0:
+        raise PipelineError(f"rmse_tolerance must be >= 0 (minutes of RMSE), got {value}")
+    return value
+
+
+def check_model_name(name: str) -> str:
+    """Require a registered-model name that works in `models:/<name>@alias` URIs."""
+    if not _MODEL_NAME_RE.match(name):
+        raise PipelineError(
+            f"model_name {name!r} is not usable in a models:/ URI; use letters, digits, "
+            "'-', '_' and '.', e.g. nyc-taxi-duration"
+        )
+    return name

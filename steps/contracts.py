@@ -1,0 +1,106 @@
+"""The pipeline's contracts, defined once: entry points, columns, artifact paths, defaults.
+
+Every step and test imports names from here instead of repeating strings, so renaming an
+artifact or a column is a one-line change.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+# --- entry points (MLproject names == module names under steps/) -------------------------
+INGEST: Final = "ingest"
+FEATURIZE: Final = "featurize"
+HPO: Final = "hpo"
+TRAIN_BEST: Final = "train_best"
+REGISTER: Final = "register"
+MAIN: Final = "main"
+STEPS: Final = (INGEST, FEATURIZE, HPO, TRAIN_BEST, REGISTER)
+
+# --- experiment, registry and tracking defaults --------------------------------------------
+EXPERIMENT_NAME: Final = "nyc-taxi-experiment"
+MODEL_NAME: Final = "nyc-taxi-duration"
+DEFAULT_TRACKING_URI: Final = "sqlite:///mlflow.db"
+CHAMPION: Final = "champion"
+CHALLENGER: Final = "challenger"
+
+# --- data source ---------------------------------------------------------------------------
+TLC_URL: Final = "https://d37ci6vzurychx.cloudfront.net/trip-data"
+Taxi = Literal["green", "yellow"]
+TAXIS: Final = ("green", "yellow")
+DEFAULT_MONTHS: Final = {"train": "2021-01", "val": "2021-02", "test": "2021-03"}
+
+# --- splits and MLflow dataset contexts ----------------------------------------------------
+SPLITS: Final[tuple[str, ...]] = ("train", "val", "test")
+DATASET_CONTEXT: Final[dict[str, str]] = {
+    "train": "training",
+    "val": "validation",
+    "test": "testing",
+}
+
+# --- columns -------------------------------------------------------------------------------
+# The canonical trip frame that ingest writes, whatever the TLC file called them.
+PICKUP: Final = "pickup_datetime"
+DROPOFF: Final = "dropoff_datetime"
+PU: Final = "PULocationID"
+DO: Final = "DOLocationID"
+DISTANCE: Final = "trip_distance"
+TRIP_COLUMNS: Final = (PICKUP, DROPOFF, PU, DO, DISTANCE)
+# What the registered model takes: raw records with (at least) these columns.
+MODEL_INPUT_COLUMNS: Final = (PU, DO, DISTANCE)
+TARGET: Final = "duration"
+# TLC taxi zones are numbered 1..265 (264/265 are "Unknown"); anything else is treated as missing.
+ZONE_IDS: Final = tuple(range(1, 266))
+
+# --- encodings -----------------------------------------------------------------------------
+Encoding = Literal["categorical", "onehot"]
+ENCODINGS: Final = ("categorical", "onehot")
+
+# --- tags ----------------------------------------------------------------------------------
+STEP_TAG: Final = "pipeline.step"
+MODEL_TAG: Final = "model"
+MODEL_TAG_VALUE: Final = "xgboost"
+PARENT_RUN_TAG: Final = "mlflow.parentRunId"
+MODEL_URI_TAG: Final = "model_uri"
+BEST_TRIAL_TAG: Final = "best_trial_run_id"
+# Describe the data a run was built from; carried from ingest down to the registered version.
+DATA_TAGS: Final = ("taxi", "train_month", "val_month", "test_month")
+
+# --- artifact paths (relative to a run's artifact root) ------------------------------------
+RAW_DIR: Final = "raw"  # ingest: raw/{split}.parquet
+PROFILE_FILE: Final = "profile.json"  # ingest
+PREPROCESSOR_DIR: Final = "preprocessor"  # featurize and train_best
+PREPROCESSOR_FILE: Final = "preprocessor.pkl"
+TRIPS_DIR: Final = "trips"  # featurize: trips/{split}.parquet, filtered rows + target
+MATRICES_DIR: Final = "matrices"  # featurize: matrices/{split}.{parquet|npz}
+FEATURIZE_SUMMARY_FILE: Final = "featurize_summary.json"
+TRIALS_FILE: Final = "trials.csv"  # hpo
+BEST_PARAMS_FILE: Final = "best_params.json"  # hpo
+MODEL_NAME_IN_RUN: Final = "model"  # train_best: the logged pyfunc's name
+PLOTS_DIR: Final = "plots"  # train_best
+REGISTRATION_FILE: Final = "registration.json"  # register
+SUMMARY_FILE: Final = "summary.json"  # main
+
+
+def raw_split_path(split: str) -> str:
+    """Artifact path of one raw split written by ingest."""
+    return f"{RAW_DIR}/{split}.parquet"
+
+
+def trips_split_path(split: str) -> str:
+    """Artifact path of one filtered split (model input columns + target) written by featurize."""
+    return f"{TRIPS_DIR}/{split}.parquet"
+
+
+def matrix_split_path(split: str, encoding: str) -> str:
+    """Artifact path of one split's feature matrix: parquet (dense categoricals) or npz (sparse)."""
+    return (
+        f"{MATRICES_DIR}/{split}.parquet"
+        if encoding == "categorical"
+        else f"{MATRICES_DIR}/{split}.npz"
+    )
+
+
+def tlc_file_name(taxi: str, month: str) -> str:
+    """File name TLC publishes a month under, e.g. green_tripdata_2021-01.parquet."""
+    return f"{taxi}_tripdata_{month}.parquet"

@@ -1,0 +1,234 @@
+"""Target, filtering and the two feature encodings (pure: pandas/numpy in, pandas/numpy out).
+
+Shared by featurize (fit and write matrices), hpo and train_best (read matrices) and the
+registered model (transform raw records at prediction time), so training and serving use one
+code path.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeAlias
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.feature_extraction import DictVectorizer
+
+from steps.contracts import (
+    DISTANCE,
+    DO,
+    DROPOFF,
+    MODEL_INPUT_COLUMNS,
+    PICKUP,
+    PU,
+    TARGET,
+    ZONE_IDS,
+)
+from steps.errors import PipelineError
+
+ZONE_DTYPE = pd.CategoricalDtype(categories=list(ZONE_IDS))
+Matrix: TypeAlias = "pd.DataFrame | sp.csr_matrix"
+
+
+@dataclass(frozen=True)
+class FilterStats:
+    """How many rows one split kept and why the others were dropped."""
+
+    rows_in: int
+    rows_kept: int
+    dropped_duration: int
+    dropped_missing: int
+
+    @property
+    def rows_dropped(self) -> int:
+        return self.rows_in - self.rows_kept
+
+
+def with_duration(trips: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy of `trips` with the target: dropoff minus pickup, in minutes."""
+    seconds = (trips[DROPOFF] - trips[PICKUP]).dt.total_seconds()
+    return trips.assign(**{TARGET: seconds / 60.0})
+
+
+def filter_trips(
+    trips: pd.DataFrame, min_duration: float, max_duration: float
+) -> tuple[pd.DataFrame, FilterStats]:
+    """Keep trips whose duration lies in [min_duration, max_duration] and whose features exist.
+
+    Returns the model input columns plus the target, and the counts behind the cut.
+    """
+    with_target = with_duration(trips)
+    duration = with_target[TARGET]
+    in_range = duration.between(min_duration, max_duration)
+    has_features = with_target[[PU, DO, DISTANCE]].notna().all(axis=1)
+    keep = in_range & has_features
+    kept = with_target.loc[keep, [*MODEL_INPUT_COLUMNS, TARGET]].reset_index(drop=True)
+    stats = FilterStats(
+        rows_in=len(trips),
+        rows_kept=int(keep.sum()),
+        dropped_duration=int((~in_range).sum()),
+        dropped_missing=int((in_range & ~has_features).sum()),
+    )
+    return kept, stats
+
+
+def zone_codes(ids: pd.Series) -> pd.Categorical:
+    """Location IDs as a categorical over the fixed zone set 1..265; anything else is missing.
+
+    Fixing the categories (not inferring them from the data) keeps the codes identical in
+    training and at prediction time, whatever zones a month happens to contain.
+    """
+    values = pd.to_numeric(ids, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    valid = np.isfinite(values) & (values >= ZONE_IDS[0]) & (values <= ZONE_IDS[-1])
+    valid &= values == np.floor(np.where(np.isfinite(values), values, 0))
+    codes = np.where(valid, np.nan_to_num(values).astype(np.int64) - ZONE_IDS[0], -1)
+    return pd.Categorical.from_codes(codes, dtype=ZONE_DTYPE)
+
+
+class Preprocessor(Protocol):
+    """Turns raw trip records (model input columns) into an XGBoost-ready matrix."""
+
+    encoding: str
+
+    def fit(self, trips: pd.DataFrame) -> Preprocessor: ...
+
+    def transform(self, trips: pd.DataFrame) -> Matrix: ...
+
+
+class CategoricalPreprocessor:
+    """Location IDs as XGBoost native categoricals plus the distance: 3 dense columns."""
+
+    encoding = "categorical"
+
+    def fit(self, trips: pd.DataFrame) -> CategoricalPreprocessor:
+        return self  # the zone set is fixed; nothing to learn
+
+    def transform(self, trips: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                PU: zone_codes(trips[PU]),
+                DO: zone_codes(trips[DO]),
+                DISTANCE: pd.to_numeric(trips[DISTANCE], errors="coerce").astype("float64"),
+            }
+        )
+
+
+class OneHotPreprocessor:
+    """The course's encoding: a 'PU_DO' pair string one-hot encoded by a DictVectorizer."""
+
+    encoding = "onehot"
+
+    def __init__(self) -> None:
+        self.vectorizer = DictVectorizer()
+
+    @staticmethod
+    def _records(trips: pd.DataFrame) -> list[dict[Hashable, object]]:
+        pu = pd.to_numeric(trips[PU], errors="coerce").astype("Int64").astype(str)
+        do = pd.to_numeric(trips[DO], errors="coerce").astype("Int64").astype(str)
+        frame = pd.DataFrame(
+            {
+                "PU_DO": pu + "_" + do,
+                DISTANCE: pd.to_numeric(trips[DISTANCE], errors="coerce").astype("float64"),
+            }
+        )
+        return frame.to_dict(orient="records")
+
+    def fit(self, trips: pd.DataFrame) -> OneHotPreprocessor:
+        self.vectorizer.fit(self._records(trips))
+        return self
+
+    def transform(self, trips: pd.DataFrame) -> sp.csr_matrix:
+        return sp.csr_matrix(self.vectorizer.transform(self._records(trips)))
+
+
+def make_preprocessor(encoding: str) -> Preprocessor:
+    """A fresh, unfitted preprocessor for `encoding`."""
+    if encoding == "categorical":
+        return CategoricalPreprocessor()
+    if encoding == "onehot":
+        return OneHotPreprocessor()
+    raise PipelineError(f"encoding must be categorical or onehot, got {encoding!r}")
+
+
+def model_input(records: pd.DataFrame) -> pd.DataFrame:
+    """Validate raw records for the model: the three input columns must exist and be numeric.
+
+    Extra columns (a full TLC row) are ignored. Unknown or missing location IDs and missing
+    distances are allowed: XGBoost treats them as missing values. A column that is present
+    but not numeric is refused, since guessing would silently predict garbage.
+    """
+    missing = [c for c in MODEL_INPUT_COLUMNS if c not in records.columns]
+    if missing:
+        raise ValueError(
+            f"input records lack column(s) {', '.join(missing)}; the model needs "
+            f"{', '.join(MODEL_INPUT_COLUMNS)} for each trip"
+        )
+    out = {}
+    for column in MODEL_INPUT_COLUMNS:
+        values = pd.to_numeric(records[column], errors="coerce")
+        bad = values.isna() & records[column].notna()
+        if bad.any():
+            example = records[column][bad].iloc[0]
+            raise ValueError(f"column {column} must be numeric, got {example!r}")
+        out[column] = values.astype("float64")
+    return pd.DataFrame(out, index=records.index)
+
+
+# --- feature matrices on disk -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """One split's features and target."""
+
+    X: Matrix
+    y: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def columns(self) -> int:
+        return int(self.X.shape[1])
+
+
+def save_matrix(matrix: FeatureMatrix, path: Path) -> None:
+    """Write a matrix in the format its file name says."""
+    if isinstance(matrix.X, pd.DataFrame):
+        matrix.X.assign(**{TARGET: matrix.y}).to_parquet(path, index=False)
+    else:
+        csr = sp.csr_matrix(matrix.X)
+        np.savez_compressed(
+            path,
+            data=csr.data,
+            indices=csr.indices,
+            indptr=csr.indptr,
+            shape=np.array(csr.shape),
+            y=matrix.y,
+        )
+
+
+def load_matrix(path: Path) -> FeatureMatrix:
+    """Read a matrix written by save_matrix."""
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+        return FeatureMatrix(frame.drop(columns=[TARGET]), frame[TARGET].to_numpy())
+    with np.load(path) as npz:
+        X = sp.csr_matrix((npz["data"], npz["indices"], npz["indptr"]), shape=tuple(npz["shape"]))
+        return FeatureMatrix(X, npz["y"])
+
+
+def save_preprocessor(preprocessor: Preprocessor, path: Path) -> None:
+    """Pickle a fitted preprocessor (its class is importable from steps.features)."""
+    path.write_bytes(pickle.dumps(preprocessor, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def load_preprocessor(path: Path) -> Preprocessor:
+    """Read a preprocessor written by save_preprocessor."""
+    preprocessor: Preprocessor = pickle.loads(path.read_bytes())
+    return preprocessor

@@ -1,0 +1,131 @@
+"""featurize: duration target, outlier filter and the feature encoding, fitted on training only.
+
+Input: ingest_run (runs:/<id> of an ingest run). Parameters: encoding (categorical|onehot),
+min_duration, max_duration (minutes).
+Artifacts: preprocessor/preprocessor.pkl, matrices/{split}.{parquet|npz} (features + target),
+trips/{split}.parquet (kept rows: model input columns + target), featurize_summary.json.
+Metrics: {split}_rows_kept, {split}_rows_dropped (+ why), n_features.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from steps import tracking
+from steps.config import check_duration_bounds, check_encoding
+from steps.contracts import (
+    FEATURIZE,
+    FEATURIZE_SUMMARY_FILE,
+    INGEST,
+    MATRICES_DIR,
+    PREPROCESSOR_DIR,
+    PREPROCESSOR_FILE,
+    SPLITS,
+    TARGET,
+    TRIPS_DIR,
+    matrix_split_path,
+    raw_split_path,
+)
+from steps.errors import PipelineError, exits_cleanly
+from steps.features import (
+    FeatureMatrix,
+    FilterStats,
+    Preprocessor,
+    filter_trips,
+    make_preprocessor,
+    save_matrix,
+    save_preprocessor,
+)
+
+
+@dataclass(frozen=True)
+class Features:
+    """The fitted preprocessor and, per split, the kept trips, their matrix and filter counts."""
+
+    preprocessor: Preprocessor
+    trips: dict[str, pd.DataFrame]
+    matrices: dict[str, FeatureMatrix]
+    stats: dict[str, FilterStats]
+
+
+def build_features(
+    raw: dict[str, pd.DataFrame], encoding: str, min_duration: float, max_duration: float
+) -> Features:
+    """Filter every split, fit the encoding on the training split, transform all three."""
+    trips, stats = {}, {}
+    for split in SPLITS:
+        kept, split_stats = filter_trips(raw[split], min_duration, max_duration)
+        if split_stats.rows_kept == 0:
+            raise PipelineError(
+                f"the {split} split has 0 of {split_stats.rows_in} rows left with duration in "
+                f"[{min_duration}, {max_duration}] minutes; widen min_duration/max_duration "
+                "or pick another month"
+            )
+        trips[split], stats[split] = kept, split_stats
+    preprocessor = make_preprocessor(encoding).fit(trips["train"])
+    matrices = {
+        split: FeatureMatrix(preprocessor.transform(frame), frame[TARGET].to_numpy())
+        for split, frame in trips.items()
+    }
+    return Features(preprocessor, trips, matrices, stats)
+
+
+@click.command(help=__doc__)
+@click.option("--ingest-run", required=True, help="runs:/<id> of an ingest run.")
+@click.option("--encoding", default="categorical", show_default=True)
+@click.option("--min-duration", type=float, default=1.0, show_default=True)
+@click.option("--max-duration", type=float, default=60.0, show_default=True)
+@exits_cleanly(FEATURIZE)
+def main(ingest_run: str, encoding: str, min_duration: float, max_duration: float) -> None:
+    check_encoding(encoding)
+    check_duration_bounds(min_duration, max_duration)
+    with tracking.step_run(FEATURIZE) as run:
+        tracking.log_params(
+            {
+                "ingest_run": ingest_run,
+                "encoding": encoding,
+                "min_duration": min_duration,
+                "max_duration": max_duration,
+            }
+        )
+        upstream = tracking.upstream_run(ingest_run, INGEST)
+        raw = {
+            split: pd.read_parquet(tracking.download(upstream.info.run_id, raw_split_path(split)))
+            for split in SPLITS
+        }
+        features = build_features(raw, encoding, min_duration, max_duration)
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            for name in (PREPROCESSOR_DIR, MATRICES_DIR, TRIPS_DIR):
+                (root / name).mkdir()
+            save_preprocessor(features.preprocessor, root / PREPROCESSOR_DIR / PREPROCESSOR_FILE)
+            for split in SPLITS:
+                save_matrix(features.matrices[split], root / matrix_split_path(split, encoding))
+                features.trips[split].to_parquet(root / TRIPS_DIR / f"{split}.parquet", index=False)
+            for name in (PREPROCESSOR_DIR, MATRICES_DIR, TRIPS_DIR):
+                tracking.log_artifact(root / name)
+        summary = {split: asdict(stats) for split, stats in features.stats.items()}
+        tracking.log_json(summary, FEATURIZE_SUMMARY_FILE)
+        metrics: dict[str, float] = {"n_features": features.matrices["train"].columns}
+        for split, stats in features.stats.items():
+            metrics |= {
+                f"{split}_rows_kept": stats.rows_kept,
+                f"{split}_rows_dropped": stats.rows_dropped,
+                f"{split}_dropped_duration": stats.dropped_duration,
+                f"{split}_dropped_missing": stats.dropped_missing,
+            }
+        tracking.log_metrics(metrics)
+        tracking.set_tags({**tracking.data_tags(upstream), "encoding": encoding})
+        print(
+            f"featurize: runs:/{run.info.run_id} encoding={encoding} "
+            + ", ".join(f"{s}={st.rows_kept} rows kept" for s, st in features.stats.items())
+        )
+
+
+if __name__ == "__main__":
+    main()

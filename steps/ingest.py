@@ -1,0 +1,161 @@
+"""ingest: fetch three TLC months and log them as the training, validation and testing splits.
+
+Parameters: taxi (green|yellow), train_month, val_month, test_month (YYYY-MM), source (TLC's
+URL base or a local folder), cache_dir (download cache; default ~/.cache/nyc-taxi-duration).
+Artifacts: raw/{train,val,test}.parquet (canonical columns), profile.json.
+Metrics: {split}_rows, {split}_rows_outside_month. Inputs: the three splits as MLflow datasets.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from steps import tracking
+from steps.config import Month, check_taxi, parse_months
+from steps.contracts import (
+    DATASET_CONTEXT,
+    DEFAULT_MONTHS,
+    DISTANCE,
+    DO,
+    DROPOFF,
+    INGEST,
+    PICKUP,
+    PROFILE_FILE,
+    PU,
+    RAW_DIR,
+    SPLITS,
+    TLC_URL,
+    tlc_file_name,
+)
+from steps.errors import PipelineError, exits_cleanly
+from steps.tlc import default_cache_dir, fetch_month, month_location, read_trips
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """One split: its month, where it came from and the canonical trips."""
+
+    split: str
+    month: Month
+    location: str
+    trips: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class SplitProfile:
+    """Summary statistics of one split: the profile artifact and a quick sanity check."""
+
+    month: str
+    rows: int
+    rows_outside_month: int
+    nulls: dict[str, int]
+    pickup_min: str
+    pickup_max: str
+    zones_seen: int
+    duration_minutes_quantiles: dict[str, float | None]
+    trip_distance_quantiles: dict[str, float | None]
+
+
+def profile_split(trips: pd.DataFrame, month: Month) -> SplitProfile:
+    """Profile one split; pickups outside the month (TLC has them) are counted, not dropped."""
+    pickup = trips[PICKUP]
+    minutes = (trips[DROPOFF] - pickup).dt.total_seconds() / 60
+    outside = ~pickup.between(month.start, month.end, inclusive="left")
+    return SplitProfile(
+        month=str(month),
+        rows=len(trips),
+        rows_outside_month=int(outside.sum()),
+        nulls={c: int(trips[c].isna().sum()) for c in trips.columns},
+        pickup_min=str(pickup.min()),
+        pickup_max=str(pickup.max()),
+        zones_seen=int(pd.concat([trips[PU], trips[DO]]).nunique()),
+        duration_minutes_quantiles=_quantiles(minutes),
+        trip_distance_quantiles=_quantiles(trips[DISTANCE]),
+    )
+
+
+def _quantiles(values: pd.Series) -> dict[str, float | None]:
+    qs = (0.01, 0.5, 0.99)
+    found = values.quantile(list(qs)).to_numpy()
+    return {
+        f"p{round(q * 100)}": None if pd.isna(v) else round(float(v), 3)
+        for q, v in zip(qs, found, strict=True)
+    }
+
+
+def load_splits(
+    taxi: str, months: tuple[Month, Month, Month], source: str, cache_dir: Path
+) -> list[SplitData]:
+    """Fetch and read the three months; a month with no rows is refused."""
+    splits = []
+    for split, month in zip(SPLITS, months, strict=True):
+        path = fetch_month(source, taxi, str(month), cache_dir)
+        trips = read_trips(path)
+        if trips.empty:
+            raise PipelineError(
+                f"{tlc_file_name(taxi, str(month))} has no rows; pick another {split} month"
+            )
+        splits.append(SplitData(split, month, month_location(source, taxi, str(month)), trips))
+    return splits
+
+
+@click.command(help=__doc__)
+@click.option("--taxi", default="green", show_default=True)
+@click.option("--train-month", default=DEFAULT_MONTHS["train"], show_default=True)
+@click.option("--val-month", default=DEFAULT_MONTHS["val"], show_default=True)
+@click.option("--test-month", default=DEFAULT_MONTHS["test"], show_default=True)
+@click.option("--source", default=TLC_URL, show_default=True, help="URL base or local folder.")
+@click.option("--cache-dir", default="", help="Download cache [~/.cache/nyc-taxi-duration].")
+@exits_cleanly(INGEST)
+def main(
+    taxi: str, train_month: str, val_month: str, test_month: str, source: str, cache_dir: str
+) -> None:
+    check_taxi(taxi)
+    months = parse_months(train_month, val_month, test_month)
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    with tracking.step_run(INGEST) as run:
+        tracking.log_params(
+            {
+                "taxi": taxi,
+                "train_month": train_month,
+                "val_month": val_month,
+                "test_month": test_month,
+                "source": source,
+                "cache_dir": cache_dir,
+            }
+        )
+        splits = load_splits(taxi, months, source, cache)
+        profile: dict[str, SplitProfile] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / RAW_DIR
+            raw.mkdir()
+            for data in splits:
+                tracking.log_dataset(
+                    data.trips,
+                    source=data.location,
+                    name=tlc_file_name(taxi, str(data.month)),
+                    context=DATASET_CONTEXT[data.split],
+                )
+                data.trips.to_parquet(raw / f"{data.split}.parquet", index=False)
+                profile[data.split] = profile_split(data.trips, data.month)
+            tracking.log_artifact(raw)
+        tracking.log_json({s: asdict(p) for s, p in profile.items()}, PROFILE_FILE)
+        metrics: dict[str, float] = {}
+        for split, p in profile.items():
+            metrics |= {
+                f"{split}_rows": p.rows,
+                f"{split}_rows_outside_month": p.rows_outside_month,
+            }
+        tracking.log_metrics(metrics)
+        tracking.set_tags({"taxi": taxi, **{f"{d.split}_month": str(d.month) for d in splits}})
+        counts = ", ".join(f"{s}={p.rows} rows" for s, p in profile.items())
+        print(f"ingest: runs:/{run.info.run_id} {counts}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""register: register the trained model, alias it `challenger`, and move `champion` only if it wins.
+
+Input: train_run (runs:/<id> of a train_best run). Parameter: model_name.
+The new version is tagged with its metrics, data months, encoding and source run, and always
+gets alias `challenger`. `champion` moves to it when its test RMSE beats the champion's on the
+same test month (re-scoring the champion on this test month when it was tested on another),
+or when there is no champion. Never uses stages.
+Artifact: registration.json (what was registered and why the champion moved or stayed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import click
+import pandas as pd
+
+from steps import boosting, tracking
+from steps.config import check_model_name
+from steps.contracts import (
+    CHALLENGER,
+    CHAMPION,
+    FEATURIZE,
+    HPO,
+    MODEL_INPUT_COLUMNS,
+    MODEL_NAME,
+    MODEL_URI_TAG,
+    REGISTER,
+    REGISTRATION_FILE,
+    TARGET,
+    TRAIN_BEST,
+    trips_split_path,
+)
+from steps.errors import exits_cleanly
+
+
+@dataclass(frozen=True)
+class Incumbent:
+    """The current champion and its test RMSE on the candidate's test month."""
+
+    version: str
+    test_rmse: float
+    how: str  # "tag" (same test month) or "rescored" (evaluated on this test month)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether the candidate becomes champion, and the sentence that says why."""
+
+    promote: bool
+    reason: str
+
+
+def decide_champion(candidate_rmse: float, incumbent: Incumbent | None) -> Decision:
+    """Promote when there is no champion or the candidate's test RMSE is strictly lower."""
+    if incumbent is None:
+        return Decision(True, "no champion yet")
+    if candidate_rmse < incumbent.test_rmse:
+        return Decision(
+            True,
+            f"test RMSE {candidate_rmse:.4f} beats champion v{incumbent.version}'s "
+            f"{incumbent.test_rmse:.4f} ({incumbent.how})",
+        )
+    return Decision(
+        False,
+        f"test RMSE {candidate_rmse:.4f} does not beat champion v{incumbent.version}'s "
+        f"{incumbent.test_rmse:.4f} ({incumbent.how}); champion stays",
+    )
+
+
+def incumbent_score(
+    model_name: str, data_tags: dict[str, str], test_trips: pd.DataFrame
+) -> Incumbent | None:
+    """The champion's test RMSE on the same taxi and test month as the candidate, if any."""
+    champion = tracking.aliased_version(model_name, CHAMPION)
+    if champion is None:
+        return None
+    tags = champion.tags
+    same_data = all(tags.get(k) == data_tags.get(k) for k in ("taxi", "test_month"))
+    if same_data and "test_rmse" in tags:
+        tested_on = f"tested on {tags['test_month']}"
+        return Incumbent(champion.version, float(tags["test_rmse"]), tested_on)
+    model = tracking.load_pyfunc(f"models:/{model_name}/{champion.version}")
+    predictions = model.predict(test_trips[list(MODEL_INPUT_COLUMNS)])
+    rmse = boosting.rmse(test_trips[TARGET].to_numpy(), predictions)
+    return Incumbent(champion.version, rmse, f"re-scored on {data_tags.get('test_month')}")
+
+
+@click.command(help=__doc__)
+@click.option("--train-run", required=True, help="runs:/<id> of a train_best run.")
+@click.option("--model-name", default=MODEL_NAME, show_default=True)
+@exits_cleanly(REGISTER)
+def main(train_run: str, model_name: str) -> None:
+    check_model_name(model_name)
+    with tracking.step_run(REGISTER) as run:
+        tracking.log_params({"train_run": train_run, "model_name": model_name})
+        trained = tracking.upstream_run(train_run, TRAIN_BEST)
+        hpo = tracking.upstream_run(trained.data.params["hpo_run"], HPO)
+        featurize = tracking.upstream_run(hpo.data.params["features_run"], FEATURIZE)
+        test_path = tracking.download(featurize.info.run_id, trips_split_path("test"))
+        test_trips = pd.read_parquet(test_path)
+        data_tags = tracking.data_tags(trained)
+        test_rmse = trained.data.metrics["test_rmse"]
+
+        decision = decide_champion(test_rmse, incumbent_score(model_name, data_tags, test_trips))
+        version_tags = {
+            **data_tags,
+            "encoding": trained.data.tags.get("encoding", ""),
+            "test_rmse": f"{test_rmse:.6f}",
+            "val_rmse": f"{trained.data.metrics['val_rmse']:.6f}",
+            "source_run": trained.info.run_id,
+        }
+        version = tracking.create_version(
+            model_name,
+            trained.data.tags[MODEL_URI_TAG],
+            trained.info.run_id,
+            version_tags,
+            description=(
+                f"XGBoost trip duration; test RMSE {test_rmse:.3f} min on "
+                f"{data_tags.get('taxi')} {data_tags.get('test_month')}"
+            ),
+        )
+        try:
+            tracking.set_alias(model_name, CHALLENGER, version.version)
+            if decision.promote:
+                tracking.set_alias(model_name, CHAMPION, version.version)
+        except BaseException:
+            tracking.delete_version(model_name, version.version)
+            raise
+        aliases = [CHALLENGER] + ([CHAMPION] if decision.promote else [])
+        record = {
+            "model_name": model_name,
+            "version": version.version,
+            "aliases": aliases,
+            "model_uri": f"models:/{model_name}@{CHAMPION if decision.promote else CHALLENGER}",
+            "source_run": trained.info.run_id,
+            "tags": version_tags,
+            **asdict(decision),
+        }
+        tracking.log_json(record, REGISTRATION_FILE)
+        tracking.log_metrics(
+            {"model_version": int(version.version), "promoted": int(decision.promote)}
+        )
+        tracking.set_tags({"model_name": model_name, "model_version": version.version, **data_tags})
+        print(
+            f"register: runs:/{run.info.run_id} {model_name} v{version.version} "
+            f"aliases {', '.join(aliases)}: {decision.reason}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""TLC trip-record files: fetch a month (download once into a cache, or a local folder) and read
+it into the canonical trip frame, whatever schema generation or taxi colour it comes in."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from steps.contracts import DISTANCE, DO, DROPOFF, PICKUP, PU, TLC_URL, tlc_file_name
+from steps.errors import PipelineError
+
+TLC_DOCS = "https://www.nyc.gov/site/tlc/about/tlc-trip-record-data.page"
+_ATTEMPTS = 3
+_CHUNK = 1 << 20
+
+# Canonical column -> names TLC has used for it (matched case-insensitively).
+# Green files say lpep_, yellow files tpep_, FHV files neither.
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    PICKUP: ("lpep_pickup_datetime", "tpep_pickup_datetime", "pickup_datetime"),
+    DROPOFF: ("lpep_dropoff_datetime", "tpep_dropoff_datetime", "dropoff_datetime"),
+    PU: ("PULocationID",),
+    DO: ("DOLocationID",),
+    DISTANCE: ("trip_distance",),
+}
+CANONICAL_TYPES: dict[str, pa.DataType] = {
+    PICKUP: pa.timestamp("us"),
+    DROPOFF: pa.timestamp("us"),
+    PU: pa.int64(),
+    DO: pa.int64(),
+    DISTANCE: pa.float64(),
+}
+
+
+def is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/nyc-taxi-duration, or ~/.cache/nyc-taxi-duration."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "nyc-taxi-duration"
+
+
+def month_location(source: str, taxi: str, month: str) -> str:
+    """Where a month lives in `source`: a URL under the base, or a path in the folder."""
+    name = tlc_file_name(taxi, month)
+    return f"{source.rstrip('/')}/{name}" if is_url(source) else str(Path(source) / name)
+
+
+def fetch_month(source: str, taxi: str, month: str, cache_dir: Path) -> Path:
+    """Local path of one month's parquet file, downloading it into `cache_dir` at most once."""
+    name = tlc_file_name(taxi, month)
+    if not is_url(source):
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise PipelineError(
+                f"source {source!r} is neither an http(s) URL base nor an existing folder; "
+                f"pass TLC's URL ({TLC_URL}) or a folder holding {name}"
+            )
+        path = folder / name
+        if not path.is_file():
+            raise PipelineError(
+                f"{name} is not in {folder}; put the month there or use the TLC URL as source"
+            )
+        check_parquet(path, hint=f"replace {path} with the file TLC publishes")
+        return path
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cached = cache_dir / name
+    if cached.is_file():
+        try:
+            check_parquet(cached, hint="")
+            return cached
+        except PipelineError:
+            cached.unlink()  # a corrupt cache entry is never trusted; fetch it again
+    download(month_location(source, taxi, month), cached)
+    return cached
+
+
+def download(url: str, dest: Path) -> None:
+    """Download `url` to `dest` atomically: a temp file in the same folder, verified, then renamed.
+
+    403/404 (TLC's answer for a month it has not published) fail at once; network errors and
+    5xx answers are retried with backoff. Whatever happens, no partial file is left behind.
+    """
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                _stream(url, tmp)
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code in (403, 404):
+                    raise PipelineError(
+                        f"{dest.name} is not published at {url} (HTTP {exc.code}); check the taxi "
+                        f"colour and month (TLC publishes each month about two months later, "
+                        f"see {TLC_DOCS})"
+                    ) from None
+                if exc.code < 500 or attempt == _ATTEMPTS:
+                    raise PipelineError(
+                        f"downloading {url} failed with HTTP {exc.code} after {attempt} "
+                        "attempt(s); retry later or download the file into a local folder "
+                        "and pass it as source"
+                    ) from None
+            except (OSError, http.client.HTTPException) as exc:
+                if attempt == _ATTEMPTS:
+                    raise PipelineError(
+                        f"downloading {url} failed after {attempt} attempts ({exc}); check the "
+                        "network or download the file into a local folder and pass it as source"
+                    ) from None
+            time.sleep(2 ** (attempt - 1))
+        check_parquet(
+            tmp,
+            hint=f"check that source {url.rsplit('/', 1)[0]} serves TLC's parquet files",
+            shown_name=url,
+        )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _stream(url: str, tmp: Path) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "nyc-taxi-duration"})
+    with urllib.request.urlopen(request, timeout=60) as response, open(tmp, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            desc=Path(url).name,
+            disable=not sys.stderr.isatty(),
+            leave=False,
+        ) as bar:
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                bar.update(len(chunk))
+    if total is not None and tmp.stat().st_size != total:
+        raise http.client.IncompleteRead(b"", total - tmp.stat().st_size)
+
+
+def check_parquet(path: Path, hint: str, shown_name: str | None = None) -> None:
+    """Fail unless `path` is a complete parquet file (magic bytes and a readable footer)."""
+    try:
+        pq.ParquetFile(path).metadata  # noqa: B018  (reads and parses the footer)
+    except (pa.ArrowInvalid, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        fix = f"; {hint}" if hint else ""
+        raise PipelineError(
+            f"{shown_name or path} is not a valid parquet file ({reason}){fix}"
+        ) from None
+
+
+def read_trips(path: Path) -> pd.DataFrame:
+    """Read a TLC month into the canonical trip frame (pickup, dropoff, zones, distance).
+
+    Both schema generations (int64 or int32 zone IDs, ns or us timestamps) and both timestamp
+    prefixes (green lpep_, yellow tpep_) map onto one set of names and types.
+    """
+    schema = pq.ParquetFile(path).schema_arrow
+    by_lower = {name.lower(): name for name in schema.names}
+    chosen: dict[str, str] = {}
+    missing = []
+    for canonical, aliases in COLUMN_ALIASES.items():
+        found = next((by_lower[a.lower()] for a in aliases if a.lower() in by_lower), None)
+        if found is None:
+            missing.append(aliases[0] if len(aliases) == 1 else "/".join(aliases[:2]))
+        else:
+            chosen[canonical] = found
+    if missing:
+        raise PipelineError(
+            f"{path.name} lacks column(s) {', '.join(missing)} (it has {', '.join(schema.names)}); "
+            "use a TLC green or yellow trip-record file"
+        )
+    table = pq.read_table(path, columns=list(chosen.values()))
+    table = table.rename_columns(list(chosen))
+    try:
+        table = table.cast(pa.schema([(c, CANONICAL_TYPES[c]) for c in chosen]), safe=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise PipelineError(
+            f"{path.name} has columns of unexpected types ({exc}); use a TLC trip-record file"
+        ) from None
+    return table.to_pandas()

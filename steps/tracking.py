@@ -1,0 +1,344 @@
+"""Every MLflow call the pipeline makes, in one place, through public MLflow APIs only.
+
+Steps import these helpers instead of calling `mlflow` directly, so run lookup, artifact
+paths, nested trial runs and registry handling read the same everywhere and can be changed
+once (a remote server, retries, paging).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.projects
+import mlflow.xgboost
+import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
+
+from steps.contracts import (
+    DATA_TAGS,
+    DISTANCE,
+    DO,
+    MODEL_TAG,
+    MODEL_TAG_VALUE,
+    PARENT_RUN_TAG,
+    PU,
+    STEP_TAG,
+)
+from steps.errors import PipelineError
+
+_PAGE = 1000
+
+
+def client() -> MlflowClient:
+    return MlflowClient()
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else the embedded store sqlite:///mlflow.db (made absolute)."""
+    return str(mlflow.get_tracking_uri())
+
+
+# --- the step's own run ---------------------------------------------------------------------
+
+
+@contextmanager
+def step_run(step: str) -> Iterator[Run]:
+    """The step's run: the one `mlflow run` created (MLFLOW_RUN_ID) or a new one when run alone.
+
+    An exception inside the block ends the run FAILED; the CLI shell then exits non-zero.
+    """
+    # Artifact progress bars would print one line per download into the step's log.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with mlflow.start_run() as run:
+        mlflow.set_tag(STEP_TAG, step)
+        yield run
+
+
+def active_run() -> Run:
+    """The step's run, fetched fresh (with its experiment id, tags and params)."""
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("no active MLflow run; call this inside step_run()")
+    return client().get_run(run.info.run_id)
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log parameters the run does not have yet.
+
+    `mlflow run` already logged the entry point's parameters as the user typed them; logging
+    them again with another spelling (1 vs 1.0) would be refused, so only new keys are sent.
+    """
+    existing = active_run().data.params
+    new = {k: str(v) for k, v in params.items() if k not in existing}
+    if new:
+        mlflow.log_params(new)
+
+
+def log_metrics(metrics: Mapping[str, float]) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_json(obj: Any, artifact_file: str) -> None:
+    mlflow.log_dict(obj, artifact_file)
+
+
+def log_artifact(local_path: Path, artifact_dir: str | None = None) -> None:
+    mlflow.log_artifact(str(local_path), artifact_dir)
+
+
+def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
+    """Log a DataFrame as a CSV artifact."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        frame.to_csv(path, index=False)
+        parent = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(path), None if parent == "." else parent)
+
+
+def log_figure(figure: Any, artifact_file: str) -> None:
+    mlflow.log_figure(figure, artifact_file)
+
+
+def log_dataset(frame: pd.DataFrame, source: str, name: str, context: str) -> None:
+    """Record a split as an MLflow dataset input of the active run (UI: Datasets used)."""
+    dataset = from_pandas(frame, source=source, name=name)
+    mlflow.log_input(dataset, context=context)
+
+
+# --- launching steps (main) ------------------------------------------------------------------
+
+
+def launch_step(project_dir: Path, entry_point: str, parameters: Mapping[str, Any]) -> Run:
+    """Run one entry point as a child of the active run, in this environment; wait for it.
+
+    A step that fails has already printed its one-line error; this adds which step and run.
+    """
+    parent = active_run()
+    submitted = mlflow.projects.run(
+        str(project_dir),
+        entry_point=entry_point,
+        parameters={k: str(v) for k, v in parameters.items()},
+        experiment_id=parent.info.experiment_id,
+        run_name=entry_point,
+        env_manager="local",
+        synchronous=False,
+    )
+    try:
+        ok = submitted.wait()
+    except BaseException:
+        submitted.cancel()
+        end_if_running(submitted.run_id, "KILLED")
+        raise
+    if not ok:
+        end_if_running(submitted.run_id, "FAILED")
+        raise PipelineError(
+            f"step {entry_point} failed (runs:/{submitted.run_id}); fix the problem it reported "
+            "above and run main again"
+        )
+    return client().get_run(submitted.run_id)
+
+
+def end_if_running(run_id: str, status: str) -> None:
+    """End a run whose process died before it could end the run itself."""
+    if client().get_run(run_id).info.status == "RUNNING":
+        client().set_terminated(run_id, status)
+
+
+# --- upstream runs --------------------------------------------------------------------------
+
+
+def run_id_from_uri(uri: str) -> str:
+    """Accept `runs:/<id>`, `runs:/<id>/...` or a bare run id."""
+    text = uri.strip()
+    if text.startswith("runs:/"):
+        text = text[len("runs:/") :].split("/", 1)[0]
+    if not text or "/" in text or ":" in text:
+        raise PipelineError(f"expected a run URI like runs:/<run_id>, got {uri!r}")
+    return text
+
+
+def upstream_run(uri: str, expected_step: str) -> Run:
+    """The run a step takes as input; it must be a FINISHED run of `expected_step`."""
+    run_id = run_id_from_uri(uri)
+    try:
+        run = client().get_run(run_id)
+    except MlflowException as exc:
+        raise PipelineError(
+            f"run {run_id} not found in {mlflow.get_tracking_uri()}; pass the run URI that the "
+            f"'{expected_step}' step printed (runs:/<run_id>)"
+        ) from exc
+    step = run.data.tags.get(STEP_TAG)
+    if step != expected_step:
+        raise PipelineError(
+            f"runs:/{run_id} is a {step or 'non-pipeline'} run, not a '{expected_step}' run; "
+            f"pass the URI of a '{expected_step}' run"
+        )
+    if run.info.status != "FINISHED":
+        raise PipelineError(
+            f"'{expected_step}' run {run_id} is {run.info.status}, not FINISHED; "
+            "rerun that step first"
+        )
+    return run
+
+
+def data_tags(run: Run) -> dict[str, str]:
+    """The taxi and month tags of an upstream run, to carry forward onto this one."""
+    return {k: run.data.tags[k] for k in DATA_TAGS if k in run.data.tags}
+
+
+def download(run_id: str, artifact_path: str, dst: Path | None = None) -> Path:
+    """Download one artifact (file or folder) of a run; returns the local path."""
+    dst = dst or Path(tempfile.mkdtemp(prefix="nyc-taxi-"))
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+    )
+    return Path(local)
+
+
+def load_json(run_id: str, artifact_file: str) -> Any:
+    return json.loads(download(run_id, artifact_file).read_text())
+
+
+# --- HPO trials: nested runs under the hpo run ------------------------------------------------
+
+
+def start_trial(parent: Run, name: str, params: Mapping[str, Any]) -> str:
+    """Create one trial's nested run (tagged model=xgboost) with its parameters; returns its id."""
+    run = client().create_run(
+        parent.info.experiment_id,
+        run_name=name,
+        tags={
+            PARENT_RUN_TAG: parent.info.run_id,
+            MODEL_TAG: MODEL_TAG_VALUE,
+            STEP_TAG: "hpo_trial",
+        },
+    )
+    client().log_batch(
+        run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True
+    )
+    return run.info.run_id
+
+
+def finish_trial(run_id: str, metrics: Mapping[str, float], tags: Mapping[str, Any]) -> None:
+    """Log a trial's results in one call and end its run FINISHED."""
+    now = mlflow.utils.time.get_current_time_millis()
+    client().log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        tags=[RunTag(k, str(v)) for k, v in tags.items()],
+    )
+    client().set_terminated(run_id, "FINISHED")
+
+
+def fail_run(run_id: str) -> None:
+    """End a run FAILED (a trial whose training raised)."""
+    client().set_terminated(run_id, "FAILED")
+
+
+def child_runs(parent: Run, status: str = "FINISHED") -> list[Run]:
+    """All child runs of `parent` with `status`, paging through any number of them."""
+    query = f"tags.`{PARENT_RUN_TAG}` = '{parent.info.run_id}' and attributes.status = '{status}'"
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client().search_runs(
+            [parent.info.experiment_id], query, max_results=_PAGE, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+# --- models and the registry --------------------------------------------------------------
+
+
+def autolog_xgboost() -> None:
+    """Per-iteration metrics, parameters and feature importances of the next xgb.train call.
+
+    The model itself is logged once, as the pyfunc that embeds the preprocessor.
+    """
+    mlflow.xgboost.autolog(log_models=False, log_datasets=False, silent=True)
+
+
+def model_requirements() -> list[str]:
+    """Pinned requirements of the logged model, named instead of inferred (inference loads the
+    model in a subprocess and costs seconds per run)."""
+    names = ("mlflow", "xgboost", "pandas", "numpy", "scipy", "scikit-learn", "pyarrow")
+    return [f"{name}=={importlib.metadata.version(name)}" for name in names]
+
+
+def model_signature() -> ModelSignature:
+    """Raw trip records in (zone IDs as integers, distance in miles), minutes out."""
+    return ModelSignature(
+        inputs=Schema([ColSpec("long", PU), ColSpec("long", DO), ColSpec("double", DISTANCE)]),
+        outputs=Schema([ColSpec("double")]),
+    )
+
+
+def log_pyfunc_model(**kwargs: Any) -> str:
+    """Log a pyfunc model to the active run; returns its `models:/m-...` URI."""
+    info = mlflow.pyfunc.log_model(**kwargs)
+    return str(info.model_uri)
+
+
+def load_pyfunc(model_uri: str) -> Any:
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+def aliased_version(name: str, alias: str) -> ModelVersion | None:
+    """The version `alias` points at, or None if the model or the alias does not exist."""
+    try:
+        return client().get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def create_version(
+    name: str, model_uri: str, run_id: str, tags: Mapping[str, Any], description: str
+) -> ModelVersion:
+    """Register `model_uri` as a new version of `name` (creating the model if needed).
+
+    Tags and description go in the same call, so a version never exists without them.
+    """
+    c = client()
+    try:
+        c.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return c.create_model_version(
+        name,
+        model_uri,
+        run_id=run_id,
+        tags={k: str(v) for k, v in tags.items()},
+        description=description,
+    )
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    client().set_registered_model_alias(name, alias, version)
+
+
+def delete_version(name: str, version: str) -> None:
+    client().delete_model_version(name, version)

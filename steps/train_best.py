@@ -1,0 +1,175 @@
+"""train_best: retrain the chosen HPO trial with autologging and log the servable model.
+
+Input: hpo_run (runs:/<id> of an hpo run). Parameter: rmse_tolerance (minutes; 0 = the best
+trial, > 0 = the cheapest trial, fewest trees x depth, whose RMSE is within that of the best).
+Artifacts: the pyfunc model `model` (raw records in, minutes out; signature and input example),
+preprocessor/preprocessor.pkl, plots/*.png, autolog's per-iteration metrics and importances.
+Metrics: val_rmse, test_rmse, training_seconds, n_trees. Tag model_uri (models:/m-...).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from steps import boosting, tracking
+from steps.config import check_tolerance
+from steps.contracts import (
+    FEATURIZE,
+    HPO,
+    MODEL_INPUT_COLUMNS,
+    MODEL_NAME_IN_RUN,
+    MODEL_URI_TAG,
+    PLOTS_DIR,
+    PREPROCESSOR_DIR,
+    PREPROCESSOR_FILE,
+    TARGET,
+    TRAIN_BEST,
+    matrix_split_path,
+    trips_split_path,
+)
+from steps.errors import PipelineError, exits_cleanly
+from steps.features import load_matrix
+from steps.model import BOOSTER_ARTIFACT, PREPROCESSOR_ARTIFACT, TripDurationModel
+
+STEPS_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A finished HPO trial as train_best sees it."""
+
+    run_id: str
+    params: dict[str, Any]
+    rmse: float
+    n_trees: int
+
+    @property
+    def cost(self) -> int:
+        """Prediction work: trees times depth (each tree is one root-to-leaf walk)."""
+        return self.n_trees * int(self.params["max_depth"])
+
+
+def select_trial(candidates: list[Candidate], rmse_tolerance: float) -> Candidate:
+    """The best trial, or with a tolerance the cheapest one within it of the best RMSE."""
+    if not candidates:
+        raise PipelineError("the hpo run has no finished trials; rerun hpo")
+    best = min(candidates, key=lambda c: c.rmse)
+    eligible = [c for c in candidates if c.rmse <= best.rmse + rmse_tolerance]
+    return min(eligible, key=lambda c: (c.cost, c.rmse))
+
+
+def plot_predictions(y_true: np.ndarray, y_pred: np.ndarray, title: str) -> Figure:
+    """Predicted vs actual minutes and the residual distribution, side by side."""
+    rng = np.random.default_rng(0)
+    shown = rng.choice(len(y_true), size=min(5000, len(y_true)), replace=False)
+    fig = Figure(figsize=(11, 4.5))
+    left, right = fig.subplots(1, 2)
+    left.scatter(y_true[shown], y_pred[shown], s=3, alpha=0.3)
+    left.plot([0, 60], [0, 60], color="black", linewidth=1)
+    left.set(xlabel="actual minutes", ylabel="predicted minutes", title=f"{title}: predicted")
+    right.hist(y_pred - y_true, bins=80, range=(-30, 30))
+    right.set(xlabel="prediction - actual (minutes)", ylabel="trips", title=f"{title}: residuals")
+    fig.tight_layout()
+    return fig
+
+
+def candidates_of(hpo_run: Any) -> list[Candidate]:
+    return [
+        Candidate(
+            run.info.run_id,
+            boosting.parse_params(run.data.params),
+            float(run.data.metrics["rmse"]),
+            int(run.data.metrics["n_trees"]),
+        )
+        for run in tracking.child_runs(hpo_run)
+        if "rmse" in run.data.metrics
+    ]
+
+
+@click.command(help=__doc__)
+@click.option("--hpo-run", required=True, help="runs:/<id> of an hpo run.")
+@click.option("--rmse-tolerance", type=float, default=0.0, show_default=True)
+@exits_cleanly(TRAIN_BEST)
+def main(hpo_run: str, rmse_tolerance: float) -> None:
+    check_tolerance(rmse_tolerance)
+    with tracking.step_run(TRAIN_BEST) as run:
+        tracking.log_params({"hpo_run": hpo_run, "rmse_tolerance": rmse_tolerance})
+        hpo = tracking.upstream_run(hpo_run, HPO)
+        chosen = select_trial(candidates_of(hpo), rmse_tolerance)
+        featurize = tracking.upstream_run(hpo.data.params["features_run"], FEATURIZE)
+        fid, encoding = featurize.info.run_id, featurize.data.tags["encoding"]
+        matrices = {
+            s: load_matrix(tracking.download(fid, matrix_split_path(s, encoding)))
+            for s in ("train", "val", "test")
+        }
+        test_trips = pd.read_parquet(tracking.download(fid, trips_split_path("test")))
+        preprocessor_path = tracking.download(fid, f"{PREPROCESSOR_DIR}/{PREPROCESSOR_FILE}")
+
+        budget = hpo.data.params
+        dtrain, dval = boosting.dmatrices(matrices["train"], matrices["val"])
+        tracking.autolog_xgboost()
+        fit = boosting.fit(
+            chosen.params,
+            dtrain,
+            dval,
+            int(budget["num_boost_round"]),
+            int(budget["early_stopping_rounds"]),
+            int(budget["seed"]),
+        )
+        test_pred = fit.booster.predict(boosting.dmatrix(matrices["test"]))
+        test_rmse = boosting.rmse(matrices["test"].y, test_pred)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            booster_path = Path(tmp) / "booster.ubj"
+            fit.booster.save_model(booster_path)
+            example = test_trips[list(MODEL_INPUT_COLUMNS)].head(5)
+            model_uri = tracking.log_pyfunc_model(
+                name=MODEL_NAME_IN_RUN,
+                python_model=TripDurationModel(),
+                artifacts={
+                    BOOSTER_ARTIFACT: str(booster_path),
+                    PREPROCESSOR_ARTIFACT: str(preprocessor_path),
+                },
+                code_paths=[str(STEPS_DIR)],
+                signature=tracking.model_signature(),
+                input_example=example,
+                pip_requirements=tracking.model_requirements(),
+            )
+        tracking.log_artifact(preprocessor_path, PREPROCESSOR_DIR)
+        tracking.log_figure(
+            plot_predictions(test_trips[TARGET].to_numpy(), test_pred, "test"),
+            f"{PLOTS_DIR}/test_predictions.png",
+        )
+        tracking.log_metrics(
+            {
+                "val_rmse": fit.val_rmse,
+                "test_rmse": test_rmse,
+                "training_seconds": fit.seconds,
+                "n_trees": fit.n_trees,
+                "selected_trial_rmse": chosen.rmse,
+            }
+        )
+        tracking.set_tags(
+            {
+                **tracking.data_tags(hpo),
+                "encoding": encoding,
+                "selected_trial_run_id": chosen.run_id,
+                MODEL_URI_TAG: model_uri,
+            }
+        )
+        print(
+            f"train_best: runs:/{run.info.run_id} trial {chosen.run_id} -> val RMSE "
+            f"{fit.val_rmse:.4f}, test RMSE {test_rmse:.4f}, model {model_uri}"
+        )
+
+
+if __name__ == "__main__":
+    main()
