@@ -217,7 +217,8 @@ def load_matrix(path: Path) -> FeatureMatrix:
     """Read a matrix written by save_matrix."""
     if path.suffix == ".parquet":
         frame = pd.read_parquet(path)
-        return FeatureMatrix(frame.drop(columns=[TARGET]), frame[TARGET].to_numpy())
+        # Parquet keeps the zone values but not the fixed category set; re-apply it.
+        return FeatureMatrix(CategoricalPreprocessor().transform(frame), frame[TARGET].to_numpy())
     with np.load(path) as npz:
         X = sp.csr_matrix((npz["data"], npz["indices"], npz["indptr"]), shape=tuple(npz["shape"]))
         return FeatureMatrix(X, npz["y"])

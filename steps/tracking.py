@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,7 +120,11 @@ def log_figure(figure: Any, artifact_file: str) -> None:
 
 def log_dataset(frame: pd.DataFrame, source: str, name: str, context: str) -> None:
     """Record a split as an MLflow dataset input of the active run (UI: Datasets used)."""
-    dataset = from_pandas(frame, source=source, name=name)
+    with warnings.catch_warnings():
+        # MLflow warns that a path source is ambiguous and that integer columns cannot hold
+        # missing values; neither applies to a dataset record.
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = from_pandas(frame, source=source, name=name)
     mlflow.log_input(dataset, context=context)
 
 

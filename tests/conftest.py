@@ -1,0 +1,79 @@
+"""Shared helpers: the committed TLC samples, a clean working directory, step and `mlflow run`
+runners."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+DATA_DIR = PROJECT_DIR / "tests" / "data"
+BIN_DIR = Path(sys.executable).parent
+# Small budgets: the tests check wiring and contracts, the benchmark checks model quality.
+FAST_HPO = {"max_evals": "3", "num_boost_round": "60", "early_stopping_rounds": "10"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder (unit, integration, e2e)."""
+    for item in items:
+        kind = Path(str(item.fspath)).relative_to(PROJECT_DIR / "tests").parts[0]
+        if kind in ("unit", "integration", "e2e"):
+            item.add_marker(kind)
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return DATA_DIR
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clean working directory with the embedded store (mlflow.db) and a private cache."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(PROJECT_DIR)
+    env.update(extra)
+    return env
+
+
+def run_step(module: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run one step's CLI (`python -m steps.<module> ...`) as a user would, outside `mlflow run`."""
+    return subprocess.run(
+        [sys.executable, "-m", f"steps.{module}", *args],
+        cwd=cwd,
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def mlflow_run(
+    *args: str, cwd: Path, params: dict[str, str] | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`mlflow run <project> ... --env-manager local -P k=v ...` in `cwd`."""
+    command = [str(BIN_DIR / "mlflow"), "run", str(PROJECT_DIR), *args, "--env-manager", "local"]
+    for key, value in (params or {}).items():
+        command += ["-P", f"{key}={value}"]
+    return subprocess.run(
+        command, cwd=cwd, env=subprocess_env(**env), capture_output=True, text=True, timeout=900
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The pipeline's own error lines (`<step>: error: ...`) in a process's stderr."""
+    return [line for line in stderr.splitlines() if ": error: " in line]

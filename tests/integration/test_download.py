@@ -1,0 +1,78 @@
+"""The TLC download against a real HTTP server on 127.0.0.1 serving real sample files."""
+
+from pathlib import Path
+
+import pytest
+
+from steps.errors import PipelineError
+from steps.tlc import fetch_month, read_trips
+from tests.integration.tlc_server import TLCServer
+
+NAME = "green_tripdata_2021-01.parquet"
+
+
+@pytest.fixture
+def server(data_dir):
+    with TLCServer(data_dir) as tlc:
+        yield tlc
+
+
+def cache_files(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
+def test_download_once_into_the_cache_then_reuse_it(server, tmp_path, data_dir):
+    cache = tmp_path / "cache"
+    first = fetch_month(server.url, "green", "2021-01", cache)
+    second = fetch_month(server.url, "green", "2021-01", cache)
+    assert first == second == cache / NAME
+    assert first.read_bytes() == (data_dir / NAME).read_bytes()
+    assert server.hits[NAME] == 1
+    assert cache_files(cache) == [NAME]
+    assert len(read_trips(first)) == 3000
+
+
+@pytest.mark.parametrize("code", ["404", "403"])
+def test_unpublished_month_fails_at_once_naming_url_and_fix(server, tmp_path, code):
+    server.faults["green_tripdata_2021-01.parquet"] = code
+    with pytest.raises(PipelineError, match=f"not published at .*HTTP {code}.*check the taxi"):
+        fetch_month(server.url, "green", "2021-01", tmp_path)
+    assert server.hits[NAME] == 1  # no retries for an answer that will not change
+    assert cache_files(tmp_path) == []
+
+
+def test_truncated_file_is_refused_and_leaves_nothing_in_the_cache(server, tmp_path):
+    server.faults[NAME] = "truncated"
+    with pytest.raises(PipelineError, match="not a valid parquet file"):
+        fetch_month(server.url, "green", "2021-01", tmp_path)
+    assert cache_files(tmp_path) == []
+
+
+def test_html_page_served_as_parquet_is_refused(server, tmp_path):
+    server.faults[NAME] = "html"
+    with pytest.raises(PipelineError, match="not a valid parquet file"):
+        fetch_month(server.url, "green", "2021-01", tmp_path)
+    assert cache_files(tmp_path) == []
+
+
+def test_body_cut_short_is_retried_then_fails_cleanly(server, tmp_path):
+    server.faults[NAME] = "cut"
+    with pytest.raises(PipelineError, match="failed after 3 attempts"):
+        fetch_month(server.url, "green", "2021-01", tmp_path)
+    assert server.hits[NAME] == 3
+    assert cache_files(tmp_path) == []
+
+
+def test_a_cut_download_that_recovers_on_retry_succeeds(server, tmp_path):
+    server.faults[NAME] = "cut-once"
+    path = fetch_month(server.url, "green", "2021-01", tmp_path)
+    assert server.hits[NAME] == 2
+    assert len(read_trips(path)) == 3000
+    assert cache_files(tmp_path) == [NAME]
+
+
+def test_a_corrupt_cache_entry_is_fetched_again(server, tmp_path):
+    (tmp_path / NAME).write_bytes(b"PAR1 garbage")
+    path = fetch_month(server.url, "green", "2021-01", tmp_path)
+    assert server.hits[NAME] == 1
+    assert len(read_trips(path)) == 3000

@@ -1,0 +1,80 @@
+import pytest
+
+from steps.config import (
+    Month,
+    check_duration_bounds,
+    check_encoding,
+    check_model_name,
+    check_positive,
+    check_taxi,
+    check_tolerance,
+    parse_month,
+    parse_months,
+)
+from steps.errors import PipelineError
+
+
+def test_parse_month_accepts_yyyy_mm():
+    month = parse_month("2021-01")
+    assert month == Month(2021, 1)
+    assert str(month) == "2021-01"
+    assert str(month.start) == "2021-01-01 00:00:00"
+    assert str(month.end) == "2021-02-01 00:00:00"
+
+
+def test_month_end_rolls_over_the_year():
+    assert str(parse_month("2021-12").end) == "2022-01-01 00:00:00"
+
+
+@pytest.mark.parametrize("text", ["2021-1", "21-01", "2021/01", "January", "", "2021-01-01"])
+def test_parse_month_rejects_malformed_text_naming_the_form(text):
+    with pytest.raises(PipelineError, match="YYYY-MM"):
+        parse_month(text, "train_month")
+
+
+def test_parse_month_rejects_month_13():
+    with pytest.raises(PipelineError, match="01..12"):
+        parse_month("2021-13")
+
+
+def test_parse_month_rejects_months_before_tlc_records():
+    with pytest.raises(PipelineError, match="2009"):
+        parse_month("2008-12")
+
+
+def test_parse_months_requires_train_before_val_before_test():
+    assert parse_months("2021-01", "2021-02", "2021-03")[2] == Month(2021, 3)
+    with pytest.raises(PipelineError, match="train < val < test"):
+        parse_months("2021-03", "2021-02", "2021-01")
+    with pytest.raises(PipelineError, match="train < val < test"):
+        parse_months("2021-01", "2021-01", "2021-02")
+
+
+def test_checks_name_the_accepted_values():
+    assert check_taxi("yellow") == "yellow"
+    with pytest.raises(PipelineError, match="green, yellow"):
+        check_taxi("fhv")
+    assert check_encoding("onehot") == "onehot"
+    with pytest.raises(PipelineError, match="categorical, onehot"):
+        check_encoding("target")
+
+
+def test_budget_and_bounds_checks():
+    assert check_positive(1, "max_evals") == 1
+    with pytest.raises(PipelineError, match="max_evals must be at least 1, got 0"):
+        check_positive(0, "max_evals")
+    with pytest.raises(PipelineError, match="min_duration < max_duration"):
+        check_duration_bounds(60, 1)
+    with pytest.raises(PipelineError, match="rmse_tolerance"):
+        check_tolerance(-0.1)
+
+
+@pytest.mark.parametrize("name", ["nyc-taxi-duration", "model_v2", "a.b"])
+def test_model_names_usable_in_uris_pass(name):
+    assert check_model_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "x@champion", "models:/x", "-lead"])
+def test_model_names_unusable_in_uris_are_refused(name):
+    with pytest.raises(PipelineError, match="models:/ URI"):
+        check_model_name(name)

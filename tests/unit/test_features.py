@@ -1,0 +1,133 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.feature_extraction import DictVectorizer
+
+from steps.contracts import DISTANCE, DO, DROPOFF, PICKUP, PU, TARGET
+from steps.errors import PipelineError
+from steps.features import (
+    CategoricalPreprocessor,
+    FeatureMatrix,
+    OneHotPreprocessor,
+    filter_trips,
+    load_matrix,
+    make_preprocessor,
+    model_input,
+    save_matrix,
+    with_duration,
+    zone_codes,
+)
+
+
+def trips(minutes, pu=None, do=None, distance=None) -> pd.DataFrame:
+    n = len(minutes)
+    pickup = pd.Series(pd.Timestamp("2021-01-05 08:00"), index=range(n))
+    return pd.DataFrame(
+        {
+            PICKUP: pickup,
+            DROPOFF: pickup + pd.to_timedelta(minutes, unit="min"),
+            PU: pu if pu is not None else [74] * n,
+            DO: do if do is not None else [75] * n,
+            DISTANCE: distance if distance is not None else [1.5] * n,
+        }
+    )
+
+
+def test_with_duration_is_minutes_and_leaves_input_untouched():
+    frame = trips([0.5, 12.25])
+    before = frame.copy()
+    out = with_duration(frame)
+    assert out[TARGET].tolist() == [0.5, 12.25]
+    pd.testing.assert_frame_equal(frame, before)
+
+
+def test_filter_trips_keeps_inclusive_range_and_counts_drops():
+    frame = trips([0.5, 1.0, 30.0, 60.0, 61.0, -3.0])
+    kept, stats = filter_trips(frame, 1, 60)
+    assert kept[TARGET].tolist() == [1.0, 30.0, 60.0]
+    assert list(kept.columns) == [PU, DO, DISTANCE, TARGET]
+    assert (stats.rows_in, stats.rows_kept, stats.dropped_duration) == (6, 3, 3)
+    assert stats.rows_dropped == 3
+
+
+def test_filter_trips_drops_rows_missing_a_feature():
+    frame = trips([10, 10, 10], pu=[1.0, np.nan, 3.0])
+    kept, stats = filter_trips(frame, 1, 60)
+    assert len(kept) == 2
+    assert stats.dropped_missing == 1
+
+
+def test_zone_codes_fix_the_category_set_and_mark_unknown_zones_missing():
+    codes = zone_codes(pd.Series([1, 265, 0, 266, 132.0, np.nan, 7.5]))
+    assert list(codes.categories) == list(range(1, 266))
+    assert codes[0] == 1 and codes[1] == 265 and codes[4] == 132
+    assert pd.isna(codes[2]) and pd.isna(codes[3]) and pd.isna(codes[5]) and pd.isna(codes[6])
+
+
+def test_categorical_preprocessor_gives_same_codes_whatever_zones_a_month_has():
+    a = CategoricalPreprocessor().transform(pd.DataFrame({PU: [10], DO: [20], DISTANCE: [1.0]}))
+    b = CategoricalPreprocessor().transform(
+        pd.DataFrame({PU: [200, 10], DO: [5, 20], DISTANCE: [2.0, 1.0]})
+    )
+    assert a[PU].cat.codes[0] == b[PU].cat.codes[1]
+    assert list(a.dtypes.astype(str)) == ["category", "category", "float64"]
+
+
+def test_onehot_matches_the_course_dictvectorizer():
+    train = pd.DataFrame({PU: [74, 74, 41], DO: [75, 42, 74], DISTANCE: [1.0, 2.5, 0.7]})
+    ours = OneHotPreprocessor().fit(train)
+    course = DictVectorizer().fit(
+        [{"PU_DO": f"{p}_{d}", DISTANCE: t} for p, d, t in train.itertuples(index=False)]
+    )
+    assert list(ours.vectorizer.feature_names_) == list(course.feature_names_)
+    np.testing.assert_array_equal(
+        ours.transform(train).toarray(),
+        course.transform(
+            [{"PU_DO": f"{p}_{d}", DISTANCE: t} for p, d, t in train.itertuples(index=False)]
+        ).toarray(),
+    )
+
+
+def test_onehot_ignores_pairs_unseen_in_training():
+    enc = OneHotPreprocessor().fit(pd.DataFrame({PU: [1], DO: [2], DISTANCE: [1.0]}))
+    row = enc.transform(pd.DataFrame({PU: [9], DO: [9], DISTANCE: [3.0]})).toarray()
+    assert row.sum() == 3.0  # only trip_distance is set
+
+
+def test_make_preprocessor_refuses_unknown_encoding():
+    assert make_preprocessor("categorical").encoding == "categorical"
+    with pytest.raises(PipelineError):
+        make_preprocessor("hashing")
+
+
+def test_model_input_keeps_the_three_columns_and_ignores_extra_ones():
+    records = pd.DataFrame({PU: [74], DO: [75], DISTANCE: [2], "fare_amount": [9.5]})
+    out = model_input(records)
+    assert list(out.columns) == [PU, DO, DISTANCE]
+    assert out.dtypes.tolist() == [np.float64] * 3
+
+
+def test_model_input_names_missing_columns():
+    with pytest.raises(ValueError, match="lack column.*DOLocationID"):
+        model_input(pd.DataFrame({PU: [1], DISTANCE: [1.0]}))
+
+
+def test_model_input_refuses_non_numeric_values():
+    with pytest.raises(ValueError, match="trip_distance must be numeric"):
+        model_input(pd.DataFrame({PU: [1], DO: [2], DISTANCE: ["far"]}))
+
+
+@pytest.mark.parametrize("encoding", ["categorical", "onehot"])
+def test_matrices_round_trip_through_disk(tmp_path, encoding):
+    frame = pd.DataFrame({PU: [74, 41, 74], DO: [75, 74, 42], DISTANCE: [1.0, 2.0, 3.0]})
+    enc = make_preprocessor(encoding).fit(frame)
+    matrix = FeatureMatrix(enc.transform(frame), np.array([5.0, 9.0, 14.0]))
+    path = tmp_path / ("m.parquet" if encoding == "categorical" else "m.npz")
+    save_matrix(matrix, path)
+    loaded = load_matrix(path)
+    np.testing.assert_array_equal(loaded.y, matrix.y)
+    assert loaded.X.shape == matrix.X.shape
+    if encoding == "categorical":
+        pd.testing.assert_frame_equal(loaded.X, matrix.X)
+    else:
+        np.testing.assert_array_equal(loaded.X.toarray(), matrix.X.toarray())

@@ -1,0 +1,68 @@
+import numpy as np
+import pandas as pd
+
+from steps.contracts import DISTANCE, DO, PU
+from steps.features import CategoricalPreprocessor, FeatureMatrix
+from steps.hpo import Budget, TrialResult, trials_table, tune
+
+
+class ListLogger:
+    """Records trial calls in memory (the MLflow logger makes nested runs instead)."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.finished: list[TrialResult] = []
+        self.failed: list[str | None] = []
+
+    def start(self, number, params):
+        self.started.append(number)
+        return f"run-{number}"
+
+    def finish(self, run_id, result):
+        self.finished.append(result)
+
+    def fail(self, run_id):
+        self.failed.append(run_id)
+
+
+def synthetic(n: int, seed: int) -> FeatureMatrix:
+    """Trips whose duration is 3 min/mile plus a zone effect: learnable, so RMSE must drop."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {PU: rng.integers(1, 30, n), DO: rng.integers(1, 30, n), DISTANCE: rng.gamma(2, 1.5, n)}
+    )
+    y = 3 * frame[DISTANCE].to_numpy() + (frame[PU].to_numpy() % 5) + rng.normal(0, 0.5, n)
+    return FeatureMatrix(CategoricalPreprocessor().transform(frame), y)
+
+
+BUDGET = Budget(max_evals=4, seed=7, num_boost_round=40, early_stopping_rounds=5)
+
+
+def test_tune_runs_max_evals_trials_and_logs_each():
+    logger = ListLogger()
+    results = tune(synthetic(600, 0), synthetic(300, 1), BUDGET, logger)
+    assert len(results) == 4
+    assert logger.started == [0, 1, 2, 3]
+    assert [r.run_id for r in results] == ["run-0", "run-1", "run-2", "run-3"]
+    assert all(3 <= r.params["max_depth"] <= 12 for r in results)
+    assert all(isinstance(r.params["max_depth"], int) for r in results)
+    assert all(1 <= r.n_trees <= 40 for r in results)
+    baseline = float(np.std(synthetic(300, 1).y))
+    assert min(r.rmse for r in results) < baseline / 2
+
+
+def test_tune_is_reproducible_with_the_same_seed():
+    a = tune(synthetic(400, 0), synthetic(200, 1), BUDGET, ListLogger())
+    b = tune(synthetic(400, 0), synthetic(200, 1), BUDGET, ListLogger())
+    assert [r.params for r in a] == [r.params for r in b]
+    assert [round(r.rmse, 6) for r in a] == [round(r.rmse, 6) for r in b]
+
+
+def test_trials_table_lists_every_trial_best_first():
+    results = [
+        TrialResult(0, {"max_depth": 4}, 6.5, 10, 0.1, "a"),
+        TrialResult(1, {"max_depth": 6}, 6.1, 30, 0.2, "b"),
+    ]
+    table = trials_table(results)
+    assert table["run_id"].tolist() == ["b", "a"]
+    assert {"trial", "rmse", "n_trees", "training_seconds", "max_depth"} <= set(table.columns)
