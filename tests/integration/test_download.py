@@ -3,9 +3,11 @@
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from steps.errors import PipelineError
 from steps.tlc import fetch_month, read_trips
+from tests.conftest import error_lines, run_step
 from tests.integration.tlc_server import TLCServer
 
 NAME = "green_tripdata_2021-01.parquet"
@@ -76,3 +78,38 @@ def test_a_corrupt_cache_entry_is_fetched_again(server, tmp_path):
     path = fetch_month(server.url, "green", "2021-01", tmp_path)
     assert server.hits[NAME] == 1
     assert len(read_trips(path)) == 3000
+
+
+def test_ingest_cli_downloads_through_the_cache_and_refuses_an_unpublished_month(
+    server, tmp_path, data_dir
+):
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    cache = tmp_path / "cache"
+    ok = run_step("ingest", "--source", server.url, "--cache-dir", str(cache), cwd=tmp_path, **env)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert cache_files(cache) == [f"green_tripdata_2021-0{m}.parquet" for m in (1, 2, 3)]
+
+    server.faults["green_tripdata_2021-04.parquet"] = "403"
+    refused = run_step(
+        "ingest",
+        "--source",
+        server.url,
+        "--cache-dir",
+        str(cache),
+        "--test-month",
+        "2021-04",
+        cwd=tmp_path,
+        **env,
+    )
+    assert refused.returncode == 2
+    assert error_lines(refused.stderr) == [
+        f"ingest: error: green_tripdata_2021-04.parquet is not published at "
+        f"{server.url}/green_tripdata_2021-04.parquet (HTTP 403); check the taxi colour and "
+        "month (TLC publishes each month about two months later, see "
+        "https://www.nyc.gov/site/tlc/about/tlc-trip-record-data.page)"
+    ]
+    assert cache_files(cache) == [f"green_tripdata_2021-0{m}.parquet" for m in (1, 2, 3)]
+    statuses = sorted(
+        r.info.status for r in MlflowClient(env["MLFLOW_TRACKING_URI"]).search_runs(["0"])
+    )
+    assert statuses == ["FAILED", "FINISHED"]
