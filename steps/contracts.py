@@ -6,7 +6,11 @@ artifact or a column is a one-line change.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Final, Literal
+
+# The project checkout the steps run from (a git URL run: MLflow's clone of it).
+PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
 
 # --- entry points (MLproject names == module names under steps/) -------------------------
 INGEST: Final = "ingest"
@@ -63,6 +67,9 @@ MODEL_TAG_VALUE: Final = "xgboost"
 PARENT_RUN_TAG: Final = "mlflow.parentRunId"
 MODEL_URI_TAG: Final = "model_uri"
 BEST_TRIAL_TAG: Final = "best_trial_run_id"
+CODE_TAG: Final = "pipeline.code_fingerprint"  # every step run: see steps/reuse.py
+DATA_TAG: Final = "pipeline.data_fingerprint"  # ingest: the source files it read
+CHAMPION_AFTER_TAG: Final = "pipeline.champion_after"  # register: champion version it left
 # Describe the data a run was built from; carried from ingest down to the registered version.
 DATA_TAGS: Final = ("taxi", "train_month", "val_month", "test_month")
 

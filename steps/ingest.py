@@ -18,6 +18,7 @@ import pandas as pd
 from steps import tracking
 from steps.config import Month, check_taxi, parse_months
 from steps.contracts import (
+    DATA_TAG,
     DATASET_CONTEXT,
     DEFAULT_MONTHS,
     DISTANCE,
@@ -33,7 +34,13 @@ from steps.contracts import (
     tlc_file_name,
 )
 from steps.errors import PipelineError, exits_cleanly
-from steps.tlc import default_cache_dir, fetch_month, month_location, read_trips
+from steps.tlc import (
+    default_cache_dir,
+    fetch_month,
+    month_location,
+    read_trips,
+    source_fingerprint,
+)
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,7 @@ def main(
                 "cache_dir": cache_dir,
             }
         )
+        fingerprint = source_fingerprint(source, taxi, [str(m) for m in months])
         splits = load_splits(taxi, months, source, cache)
         profile: dict[str, SplitProfile] = {}
         with tempfile.TemporaryDirectory() as tmp:
@@ -153,6 +161,7 @@ def main(
             }
         tracking.log_metrics(metrics)
         tracking.set_tags({"taxi": taxi, **{f"{d.split}_month": str(d.month) for d in splits}})
+        tracking.set_tags({DATA_TAG: fingerprint or "unknown"})
         counts = ", ".join(f"{s}={p.rows} rows" for s, p in profile.items())
         print(f"ingest: runs:/{run.info.run_id} {counts}")
 

@@ -1,15 +1,17 @@
 """main: run the whole pipeline, each step as a child run, each fed the previous step's run URI.
 
-Parameters: every parameter of ingest, featurize, hpo, train_best and register, passed through.
-All are validated before the first step starts. Ends with a summary (best validation RMSE,
-test RMSE, registered version and aliases, how to open the UI); logs summary.json and
-the step run ids as tags (step.<name>.run_id).
+Parameters: every parameter of ingest, featurize, hpo, train_best and register, passed through,
+and `force`. All are validated before the first step starts. A step whose code, typed
+parameters and upstream runs (for ingest also its data, for register the registry) match a
+FINISHED run in the experiment is not run again: that run is reused (steps/reuse.py), unless
+`force` names the step. Ends with a summary (best validation RMSE, test RMSE, registered version
+and aliases, what was reused, how to open the UI); logs summary.json and tags
+step.<name>.run_id, step.<name>.reused and reused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import click
@@ -25,20 +27,24 @@ from steps.config import (
     parse_months,
 )
 from steps.contracts import (
+    CHAMPION,
+    CHAMPION_AFTER_TAG,
+    DATA_TAG,
     DEFAULT_MONTHS,
     FEATURIZE,
     HPO,
     INGEST,
     MAIN,
     MODEL_NAME,
+    PROJECT_DIR,
     REGISTER,
     SUMMARY_FILE,
     TLC_URL,
     TRAIN_BEST,
 )
 from steps.errors import exits_cleanly
-
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+from steps.reuse import code_fingerprint, mlproject_types, params_equal, parse_force
+from steps.tlc import source_fingerprint
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,12 @@ class StepCall:
     entry_point: str
     params: dict[str, Any]
     upstream_param: str | None
+
+    def parameters(self, upstream: str | None) -> dict[str, Any]:
+        """The step's parameters, with the upstream run URI filled in."""
+        if self.upstream_param is None:
+            return dict(self.params)
+        return {**self.params, self.upstream_param: upstream}
 
 
 def plan(params: dict[str, Any]) -> list[StepCall]:
@@ -75,7 +87,40 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
     ]
 
 
-def summarize(runs: dict[str, Any]) -> dict[str, Any]:
+def reuse_conditions(entry_point: str, params: dict[str, Any]) -> dict[str, str] | None:
+    """Tags a finished run must carry, beyond code and parameters, to be reused; None: never.
+
+    ingest: the source files are the ones it read. register: the champion is still the one it
+    left (a new champion since means the decision must be made again).
+    """
+    if entry_point == INGEST:
+        months = [params["train_month"], params["val_month"], params["test_month"]]
+        data = source_fingerprint(params["source"], params["taxi"], months)
+        return None if data is None else {DATA_TAG: data}
+    if entry_point == REGISTER:
+        champion = tracking.aliased_version(params["model_name"], CHAMPION)
+        return {CHAMPION_AFTER_TAG: champion.version if champion else "none"}
+    return {}
+
+
+def find_reusable(experiment_id: str, entry_point: str, params: dict[str, Any]) -> Any | None:
+    """The newest FINISHED run of `entry_point` with this code, these typed parameters (and so
+    these upstream runs) and, for ingest and register, unchanged data and registry."""
+    conditions = reuse_conditions(entry_point, params)
+    if conditions is None:
+        return None
+    types = mlproject_types(PROJECT_DIR, entry_point)
+    fingerprint = code_fingerprint(PROJECT_DIR, entry_point)
+    for run in tracking.finished_step_runs(experiment_id, entry_point, fingerprint):
+        tags = run.data.tags
+        if params_equal(run.data.params, params, types) and all(
+            tags.get(k) == v for k, v in conditions.items()
+        ):
+            return run
+    return None
+
+
+def summarize(runs: dict[str, Any], reused: list[str]) -> dict[str, Any]:
     """The figures a user wants after a run, from the step runs' metrics and tags."""
     hpo, trained, registered = runs[HPO], runs[TRAIN_BEST], runs[REGISTER]
     return {
@@ -87,6 +132,7 @@ def summarize(runs: dict[str, Any]) -> dict[str, Any]:
         "model_version": registered.data.tags["model_version"],
         "promoted": bool(registered.data.metrics["promoted"]),
         "step_runs": {step: run.info.run_id for step, run in runs.items()},
+        "reused_steps": reused,
     }
 
 
@@ -94,6 +140,7 @@ def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str) -> str:
     """The closing lines printed to the terminal."""
     name, version = summary["model_name"], summary["model_version"]
     alias = "champion" if summary["promoted"] else "challenger (champion stays)"
+    reused = ", ".join(summary["reused_steps"]) or "none"
     ui = (
         f"mlflow ui --backend-store-uri {tracking_uri}"
         if tracking_uri.startswith("sqlite:")
@@ -106,6 +153,7 @@ def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str) -> str:
             f"({summary['n_trials']} trials)",
             f"  test RMSE             {summary['test_rmse']:.4f}",
             f"  registered            {name} version {version}, alias {alias}",
+            f"  reused finished runs  {reused}",
             f"  load it with          mlflow.pyfunc.load_model('models:/{name}@champion')",
             f"  browse the runs with  {ui}",
         ]
@@ -128,25 +176,42 @@ def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str) -> str:
 @click.option("--early-stopping-rounds", type=int, default=50, show_default=True)
 @click.option("--rmse-tolerance", type=float, default=0.0, show_default=True)
 @click.option("--model-name", default=MODEL_NAME, show_default=True)
+@click.option(
+    "--force",
+    default="false",
+    show_default=True,
+    help="Rerun steps even when a finished run matches: true, or a list like hpo,train_best.",
+)
 @exits_cleanly(MAIN)
-def main(**params: Any) -> None:
+def main(force: str, **params: Any) -> None:
     calls = plan(params)
+    forced = parse_force(force)
     with tracking.step_run(MAIN) as run:
-        tracking.log_params(params)
+        tracking.log_params({**params, "force": force})
+        experiment_id = run.info.experiment_id
         runs: dict[str, Any] = {}
+        reused: list[str] = []
         upstream: str | None = None
         for call in calls:
-            step_params = dict(call.params)
-            if call.upstream_param is not None:
-                step_params[call.upstream_param] = upstream
-            child = tracking.launch_step(PROJECT_DIR, call.entry_point, step_params)
+            step_params = call.parameters(upstream)
+            found = None
+            if call.entry_point not in forced:
+                found = find_reusable(experiment_id, call.entry_point, step_params)
+            if found is not None:
+                reused.append(call.entry_point)
+                print(f"main: {call.entry_point}: reusing finished run runs:/{found.info.run_id}")
+            child = found or tracking.launch_step(PROJECT_DIR, call.entry_point, step_params)
             runs[call.entry_point] = child
             upstream = f"runs:/{child.info.run_id}"
-        summary = summarize(runs)
+        summary = summarize(runs, reused)
         tracking.log_json(summary, SUMMARY_FILE)
         figures = ("best_val_rmse", "val_rmse", "test_rmse", "model_version")
         tracking.log_metrics({k: float(summary[k]) for k in figures})
-        tracking.set_tags({f"step.{s}.run_id": rid for s, rid in summary["step_runs"].items()})
+        tracking.set_tags(
+            {f"step.{s}.run_id": rid for s, rid in summary["step_runs"].items()}
+            | {f"step.{s}.reused": str(s in reused).lower() for s in runs}
+            | {"reused": ",".join(reused) or "none"}
+        )
         print(render(summary, run.info.run_id, tracking.tracking_uri()))
 
 

@@ -20,6 +20,7 @@ from steps.config import check_model_name
 from steps.contracts import (
     CHALLENGER,
     CHAMPION,
+    CHAMPION_AFTER_TAG,
     FEATURIZE,
     HPO,
     MODEL_INPUT_COLUMNS,
@@ -51,10 +52,17 @@ class Decision:
     reason: str
 
 
-def decide_champion(candidate_rmse: float, incumbent: Incumbent | None) -> Decision:
-    """Promote when there is no champion or the candidate's test RMSE is strictly lower."""
+def decide_champion(
+    candidate_rmse: float, incumbent: Incumbent | None, candidate_version: str | None = None
+) -> Decision:
+    """Promote when there is no champion or the candidate's test RMSE is strictly lower.
+
+    `candidate_version` is set when the candidate is already registered (a rerun of register).
+    """
     if incumbent is None:
         return Decision(True, "no champion yet")
+    if candidate_version == incumbent.version:
+        return Decision(True, f"v{incumbent.version} is already the champion")
     if candidate_rmse < incumbent.test_rmse:
         return Decision(
             True,
@@ -86,6 +94,10 @@ def incumbent_score(
     return Incumbent(champion.version, rmse, f"re-scored on {data_tags.get('test_month')}")
 
 
+def incumbent_version(incumbent: Incumbent | None) -> str:
+    return incumbent.version if incumbent else "none"
+
+
 @click.command(help=__doc__)
 @click.option("--train-run", required=True, help="runs:/<id> of a train_best run.")
 @click.option("--model-name", default=MODEL_NAME, show_default=True)
@@ -102,7 +114,7 @@ def main(train_run: str, model_name: str) -> None:
         data_tags = tracking.data_tags(trained)
         test_rmse = trained.data.metrics["test_rmse"]
 
-        decision = decide_champion(test_rmse, incumbent_score(model_name, data_tags, test_trips))
+        incumbent = incumbent_score(model_name, data_tags, test_trips)
         version_tags = {
             **data_tags,
             "encoding": trained.data.tags.get("encoding", ""),
@@ -110,22 +122,31 @@ def main(train_run: str, model_name: str) -> None:
             "val_rmse": f"{trained.data.metrics['val_rmse']:.6f}",
             "source_run": trained.info.run_id,
         }
-        version = tracking.create_version(
-            model_name,
-            trained.data.tags[MODEL_URI_TAG],
-            trained.info.run_id,
-            version_tags,
-            description=(
-                f"XGBoost trip duration; test RMSE {test_rmse:.3f} min on "
-                f"{data_tags.get('taxi')} {data_tags.get('test_month')}"
-            ),
+        # Registering the same training run again would only duplicate the version.
+        existing = tracking.versions_from_run(model_name, trained.info.run_id)
+        created = not existing
+        decision = decide_champion(test_rmse, incumbent, existing[0].version if existing else None)
+        version = (
+            existing[0]
+            if existing
+            else tracking.create_version(
+                model_name,
+                trained.data.tags[MODEL_URI_TAG],
+                trained.info.run_id,
+                version_tags,
+                description=(
+                    f"XGBoost trip duration; test RMSE {test_rmse:.3f} min on "
+                    f"{data_tags.get('taxi')} {data_tags.get('test_month')}"
+                ),
+            )
         )
         try:
             tracking.set_alias(model_name, CHALLENGER, version.version)
             if decision.promote:
                 tracking.set_alias(model_name, CHAMPION, version.version)
         except BaseException:
-            tracking.delete_version(model_name, version.version)
+            if created:  # never leave a version without its aliases
+                tracking.delete_version(model_name, version.version)
             raise
         aliases = [CHALLENGER] + ([CHAMPION] if decision.promote else [])
         record = {
@@ -134,6 +155,7 @@ def main(train_run: str, model_name: str) -> None:
             "aliases": aliases,
             "model_uri": f"models:/{model_name}@{CHAMPION if decision.promote else CHALLENGER}",
             "source_run": trained.info.run_id,
+            "created": created,
             "tags": version_tags,
             **asdict(decision),
         }
@@ -141,7 +163,15 @@ def main(train_run: str, model_name: str) -> None:
         tracking.log_metrics(
             {"model_version": int(version.version), "promoted": int(decision.promote)}
         )
-        tracking.set_tags({"model_name": model_name, "model_version": version.version, **data_tags})
+        champion_after = version.version if decision.promote else incumbent_version(incumbent)
+        tracking.set_tags(
+            {
+                "model_name": model_name,
+                "model_version": version.version,
+                CHAMPION_AFTER_TAG: champion_after,
+                **data_tags,
+            }
+        )
         print(
             f"register: runs:/{run.info.run_id} {model_name} v{version.version} "
             f"aliases {', '.join(aliases)}: {decision.reason}"

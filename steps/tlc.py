@@ -3,6 +3,7 @@ it into the canonical trip frame, whatever schema generation or taxi colour it c
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import sys
@@ -22,6 +23,7 @@ from steps.errors import PipelineError
 TLC_DOCS = "https://www.nyc.gov/site/tlc/about/tlc-trip-record-data.page"
 _ATTEMPTS = 3
 _CHUNK = 1 << 20
+_HEADERS = {"User-Agent": "nyc-taxi-duration"}
 
 # Canonical column -> names TLC has used for it (matched case-insensitively).
 # Green files say lpep_, yellow files tpep_, FHV files neither.
@@ -55,6 +57,36 @@ def month_location(source: str, taxi: str, month: str) -> str:
     """Where a month lives in `source`: a URL under the base, or a path in the folder."""
     name = tlc_file_name(taxi, month)
     return f"{source.rstrip('/')}/{name}" if is_url(source) else str(Path(source) / name)
+
+
+def source_fingerprint(source: str, taxi: str, months: list[str]) -> str | None:
+    """Identity of the source files for the months, or None when it cannot be told.
+
+    A folder: each file's size and modification time. A URL: what a HEAD request says about
+    each file (ETag, Last-Modified, Content-Length). When TLC republishes a month, or a file in
+    the folder is replaced, the fingerprint changes and ingest's earlier run is not reused.
+    """
+    parts = []
+    for month in months:
+        location = month_location(source, taxi, month)
+        if is_url(source):
+            request = urllib.request.Request(location, method="HEAD", headers=_HEADERS)
+            try:
+                with urllib.request.urlopen(request, timeout=15) as response:
+                    headers = response.headers
+            except (OSError, http.client.HTTPException):
+                return None
+            identity = [headers.get(h, "") for h in ("ETag", "Last-Modified", "Content-Length")]
+            if not any(identity):
+                return None
+            parts.append(f"{location}|{'|'.join(identity)}")
+        else:
+            path = Path(location).expanduser().resolve()
+            if not path.is_file():
+                return None
+            stat = path.stat()
+            parts.append(f"{path}|{stat.st_size}|{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def fetch_month(source: str, taxi: str, month: str, cache_dir: Path) -> Path:
@@ -130,7 +162,7 @@ def download(url: str, dest: Path) -> None:
 
 
 def _stream(url: str, tmp: Path) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "nyc-taxi-duration"})
+    request = urllib.request.Request(url, headers=_HEADERS)
     with urllib.request.urlopen(request, timeout=60) as response, open(tmp, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(

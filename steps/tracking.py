@@ -24,22 +24,25 @@ import pandas as pd
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import ExecutionException, MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
 from steps.contracts import (
+    CODE_TAG,
     DATA_TAGS,
     DISTANCE,
     DO,
     MODEL_TAG,
     MODEL_TAG_VALUE,
     PARENT_RUN_TAG,
+    PROJECT_DIR,
     PU,
     STEP_TAG,
 )
 from steps.errors import PipelineError
+from steps.reuse import code_fingerprint
 
 _PAGE = 1000
 
@@ -65,7 +68,7 @@ def step_run(step: str) -> Iterator[Run]:
     # Artifact progress bars would print one line per download into the step's log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with mlflow.start_run() as run:
-        mlflow.set_tag(STEP_TAG, step)
+        mlflow.set_tags({STEP_TAG: step, CODE_TAG: code_fingerprint(PROJECT_DIR, step)})
         yield run
 
 
@@ -132,39 +135,83 @@ def log_dataset(frame: pd.DataFrame, source: str, name: str, context: str) -> No
 
 
 def launch_step(project_dir: Path, entry_point: str, parameters: Mapping[str, Any]) -> Run:
-    """Run one entry point as a child of the active run, in this environment; wait for it.
+    """Run one entry point as a child of the active run, in this environment, and wait for it.
 
-    A step that fails has already printed its one-line error; this adds which step and run.
+    Synchronous on purpose: MLflow then runs the step's command itself, where the asynchronous
+    mode starts an extra `mlflow run` process per step (about 3 s each). A step that fails has
+    already printed its one-line error; this adds which step and run, and ends whatever the
+    step left RUNNING (trials of a killed hpo, say) as FAILED.
     """
     parent = active_run()
-    submitted = mlflow.projects.run(
-        str(project_dir),
-        entry_point=entry_point,
-        parameters={k: str(v) for k, v in parameters.items()},
-        experiment_id=parent.info.experiment_id,
-        run_name=entry_point,
-        env_manager="local",
-        synchronous=False,
-    )
     try:
-        ok = submitted.wait()
-    except BaseException:
-        submitted.cancel()
-        end_if_running(submitted.run_id, "KILLED")
-        raise
-    if not ok:
-        end_if_running(submitted.run_id, "FAILED")
-        raise PipelineError(
-            f"step {entry_point} failed (runs:/{submitted.run_id}); fix the problem it reported "
-            "above and run main again"
+        submitted = mlflow.projects.run(
+            str(project_dir),
+            entry_point=entry_point,
+            parameters={k: str(v) for k, v in parameters.items()},
+            experiment_id=parent.info.experiment_id,
+            run_name=entry_point,
+            env_manager="local",
+            synchronous=True,
         )
+    except ExecutionException:
+        failed = newest_child(parent, entry_point)
+        run_ref = f"runs:/{failed.info.run_id}" if failed else "no run"
+        if failed is not None:
+            end_running_descendants(failed, "FAILED")
+        raise PipelineError(
+            f"step {entry_point} failed ({run_ref}); fix the problem it reported above and "
+            "run main again"
+        ) from None
     return client().get_run(submitted.run_id)
+
+
+def newest_child(parent: Run, entry_point: str) -> Run | None:
+    """The most recent child run of `parent` launched for `entry_point`."""
+    runs = client().search_runs(
+        [parent.info.experiment_id],
+        f"tags.`{PARENT_RUN_TAG}` = '{parent.info.run_id}' "
+        f"and tags.`mlflow.project.entryPoint` = '{entry_point}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def end_running_descendants(run: Run, status: str) -> None:
+    """End `run` and every run below it that is still RUNNING (a killed step's trials)."""
+    for child in child_runs(run, status="RUNNING"):
+        end_running_descendants(child, status)
+    end_if_running(run.info.run_id, status)
 
 
 def end_if_running(run_id: str, status: str) -> None:
     """End a run whose process died before it could end the run itself."""
     if client().get_run(run_id).info.status == "RUNNING":
         client().set_terminated(run_id, status)
+
+
+def finished_step_runs(experiment_id: str, step: str, fingerprint: str) -> Iterator[Run]:
+    """FINISHED runs of `step` built by code with `fingerprint`, newest first, page by page.
+
+    The filter runs in the tracking store, so a busy experiment returns only the few candidates.
+    """
+    query = (
+        f"tags.`{STEP_TAG}` = '{step}' and tags.`{CODE_TAG}` = '{fingerprint}' "
+        "and attributes.status = 'FINISHED'"
+    )
+    token = None
+    while True:
+        page = client().search_runs(
+            [experiment_id],
+            query,
+            order_by=["attributes.start_time DESC"],
+            max_results=100,
+            page_token=token,
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 # --- upstream runs --------------------------------------------------------------------------
@@ -339,6 +386,11 @@ def create_version(
         tags={k: str(v) for k, v in tags.items()},
         description=description,
     )
+
+
+def versions_from_run(name: str, run_id: str) -> list[ModelVersion]:
+    """Versions of `name` registered from `run_id` (none if the model does not exist)."""
+    return list(client().search_model_versions(f"name = '{name}' and run_id = '{run_id}'"))
 
 
 def set_alias(name: str, alias: str, version: str) -> None:

@@ -4,6 +4,7 @@ runners."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,16 +63,43 @@ def run_step(module: str, *args: str, cwd: Path, **env: str) -> subprocess.Compl
     )
 
 
-def mlflow_run(
-    *args: str, cwd: Path, params: dict[str, str] | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """`mlflow run <project> ... --env-manager local -P k=v ...` in `cwd`."""
-    command = [str(BIN_DIR / "mlflow"), "run", str(PROJECT_DIR), *args, "--env-manager", "local"]
+def mlflow_run_command(
+    *args: str, params: dict[str, str] | None = None, project: Path = PROJECT_DIR
+) -> list[str]:
+    """`mlflow run <project> ... --env-manager local -P k=v ...` as an argument list."""
+    command = [str(BIN_DIR / "mlflow"), "run", str(project), *args, "--env-manager", "local"]
     for key, value in (params or {}).items():
         command += ["-P", f"{key}={value}"]
+    return command
+
+
+def mlflow_run(
+    *args: str,
+    cwd: Path,
+    params: dict[str, str] | None = None,
+    project: Path = PROJECT_DIR,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """Run `mlflow run` in `cwd` and wait for it."""
     return subprocess.run(
-        command, cwd=cwd, env=subprocess_env(**env), capture_output=True, text=True, timeout=900
+        mlflow_run_command(*args, params=params, project=project),
+        cwd=cwd,
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
+
+
+def copy_project(dst: Path) -> Path:
+    """A copy of what `mlflow run` needs (MLproject, conda.yaml, steps/), safe to edit."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("MLproject", "conda.yaml"):
+        shutil.copy(PROJECT_DIR / name, dst / name)
+    shutil.copytree(
+        PROJECT_DIR / "steps", dst / "steps", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return dst
 
 
 def error_lines(stderr: str) -> list[str]:

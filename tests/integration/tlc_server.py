@@ -23,6 +23,20 @@ class TLCServer:
             def log_message(self, *args: object) -> None:  # keep test output quiet
                 pass
 
+            def do_HEAD(self) -> None:
+                name = self.path.rsplit("/", 1)[-1]
+                path = server.folder / name
+                fault = server.faults.get(name)
+                if fault in ("403", "404") or not path.is_file():
+                    self.send_response(int(fault if fault in ("403", "404") else 404))
+                    self.end_headers()
+                    return
+                stat = path.stat()
+                self.send_response(200)
+                self.send_header("Content-Length", str(stat.st_size))
+                self.send_header("ETag", f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"')
+                self.end_headers()
+
             def do_GET(self) -> None:
                 name = self.path.rsplit("/", 1)[-1]
                 server.hits[name] += 1

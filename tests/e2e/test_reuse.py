@@ -1,0 +1,185 @@
+"""Step reuse and resume with real `mlflow run`: never redo finished work, never reuse stale work.
+
+All runs share one store; each test builds on the runs the tests before it left there, in the
+order written (that is how a user meets reuse: by running main again).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from steps.contracts import EXPERIMENT_NAME, MODEL_NAME, PARENT_RUN_TAG, STEP_TAG, STEPS
+from tests.conftest import (
+    DATA_DIR,
+    FAST_HPO,
+    copy_project,
+    mlflow_run,
+    mlflow_run_command,
+    subprocess_env,
+)
+
+PARAMS = {"source": str(DATA_DIR), **FAST_HPO}
+
+
+class Session:
+    """A project copy (safe to edit) and a store in one directory, shared by this module."""
+
+    def __init__(self, root) -> None:
+        self.root = root
+        self.project = copy_project(root / "project")
+        self.uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.client = MlflowClient(self.uri)
+
+    def main(self, experiment: str = EXPERIMENT_NAME, **overrides: str):
+        """Run main to completion; return (main run, its child runs)."""
+        result = mlflow_run(
+            "-e",
+            "main",
+            "--experiment-name",
+            experiment,
+            cwd=self.root,
+            params={**PARAMS, **overrides},
+            project=self.project,
+            MLFLOW_TRACKING_URI=self.uri,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        return self.latest_main(experiment)
+
+    def latest_main(self, experiment: str = EXPERIMENT_NAME):
+        exp = self.client.get_experiment_by_name(experiment)
+        main = self.client.search_runs(
+            [exp.experiment_id],
+            f"tags.`{STEP_TAG}` = 'main'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )[0]
+        children = self.client.search_runs(
+            [exp.experiment_id], f"tags.`{PARENT_RUN_TAG}` = '{main.info.run_id}'"
+        )
+        return main, children
+
+    def running(self):
+        return [
+            r
+            for exp in self.client.search_experiments()
+            for r in self.client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+        ]
+
+
+def launched(children) -> list[str]:
+    return sorted(c.data.tags[STEP_TAG] for c in children)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    return Session(tmp_path_factory.mktemp("reuse"))
+
+
+@pytest.fixture(scope="module")
+def first(session):
+    return session.main()
+
+
+def test_identical_rerun_reuses_every_step_and_launches_none(session, first):
+    first_main, first_children = first
+    assert launched(first_children) == sorted(STEPS)
+    second_main, second_children = session.main()
+    assert second_children == []  # no step process, no child run
+    tags = second_main.data.tags
+    assert tags["reused"] == ",".join(STEPS)
+    for step in STEPS:
+        assert tags[f"step.{step}.reused"] == "true"
+        assert tags[f"step.{step}.run_id"] == first_main.data.tags[f"step.{step}.run_id"]
+    assert second_main.data.metrics["test_rmse"] == first_main.data.metrics["test_rmse"]
+    assert len(session.client.search_model_versions(f"name = '{MODEL_NAME}'")) == 1
+
+
+def test_changing_max_evals_reuses_ingest_and_featurize_only(session, first):
+    main, children = session.main(max_evals="4")
+    assert launched(children) == ["hpo", "register", "train_best"]
+    assert main.data.tags["reused"] == "ingest,featurize"
+    first_main, _ = first
+    for step in ("ingest", "featurize"):
+        assert main.data.tags[f"step.{step}.run_id"] == first_main.data.tags[f"step.{step}.run_id"]
+
+
+def test_touching_a_step_source_invalidates_it_and_all_after_it(session, first):
+    source = session.project / "steps" / "featurize.py"
+    source.write_text(source.read_text() + "\n# touched\n")
+    main, children = session.main()
+    assert launched(children) == ["featurize", "hpo", "register", "train_best"]
+    assert main.data.tags["reused"] == "ingest"
+
+
+def test_force_reruns_the_named_steps_and_what_depends_on_them(session, first):
+    main, children = session.main(force="train_best")
+    assert launched(children) == ["register", "train_best"]
+    assert main.data.tags["reused"] == "ingest,featurize,hpo"
+    main, children = session.main(force="true")
+    assert launched(children) == sorted(STEPS)
+    assert main.data.tags["reused"] == "none"
+
+
+def test_a_new_champion_since_makes_register_run_again(session, first):
+    session.main()  # everything reused: the registry has not changed
+    _, children = session.latest_main()
+    assert children == []
+    versions = session.client.search_model_versions(f"name = '{MODEL_NAME}'")
+    other = min(versions, key=lambda v: int(v.version))
+    session.client.set_registered_model_alias(MODEL_NAME, "champion", other.version)
+    _, children = session.main()
+    assert launched(children) == ["register"]
+
+
+def test_a_killed_step_leaves_nothing_running_and_the_rerun_resumes_from_it(session):
+    budget = {"max_evals": "25"}
+    reference, _ = session.main("reference", **budget)
+
+    command = mlflow_run_command(
+        "-e",
+        "main",
+        "--experiment-name",
+        "killed",
+        params={**PARAMS, **budget},
+        project=session.project,
+    )
+    main = subprocess.Popen(
+        command,
+        cwd=session.root,
+        env=subprocess_env(MLFLOW_TRACKING_URI=session.uri),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    hpo_pid = wait_for_trials_then_find("steps.hpo", session, "killed")
+    subprocess.run(["kill", f"-{signal.SIGKILL.value}", str(hpo_pid)], check=True)
+    _, stderr = main.communicate(timeout=300)
+    assert main.returncode != 0
+    assert "main: error: step hpo failed" in stderr
+    assert session.running() == []  # the hpo run and its trials were ended, not left RUNNING
+
+    resumed, children = session.main("killed", **budget)
+    assert launched(children) == ["hpo", "register", "train_best"]
+    assert resumed.data.tags["reused"] == "ingest,featurize"
+    for metric in ("best_val_rmse", "test_rmse"):
+        assert resumed.data.metrics[metric] == pytest.approx(reference.data.metrics[metric])
+
+
+def wait_for_trials_then_find(module: str, session: Session, experiment: str) -> int:
+    """Wait until the step has logged a trial; return the step process's pid."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        exp = session.client.get_experiment_by_name(experiment)
+        if exp and session.client.search_runs([exp.experiment_id], "tags.`model` = 'xgboost'"):
+            found = subprocess.run(
+                ["pgrep", "-f", f"^python[0-9.]* -m {module} "], capture_output=True, text=True
+            ).stdout.split()
+            if found:
+                return int(found[0])
+        time.sleep(0.2)
+    raise AssertionError(f"{module} never logged a trial")
