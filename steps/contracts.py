@@ -32,6 +32,7 @@ CHALLENGER: Final = "challenger"
 TLC_URL: Final = "https://d37ci6vzurychx.cloudfront.net/trip-data"
 Taxi = Literal["green", "yellow"]
 TAXIS: Final = ("green", "yellow")
+DEFAULT_CACHE_DIR: Final = "~/.cache/nyc-taxi-duration"
 DEFAULT_MONTHS: Final = {"train": "2021-01", "val": "2021-02", "test": "2021-03"}
 
 # --- splits and MLflow dataset contexts ----------------------------------------------------

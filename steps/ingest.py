@@ -1,7 +1,7 @@
 """ingest: fetch three TLC months and log them as the training, validation and testing splits.
 
 Parameters: taxi (green|yellow), train_month, val_month, test_month (YYYY-MM), source (TLC's
-URL base or a local folder), cache_dir (download cache; default ~/.cache/nyc-taxi-duration).
+URL base or a local folder), cache_dir (download cache, default ~/.cache/nyc-taxi-duration).
 Artifacts: raw/{train,val,test}.parquet (canonical columns), profile.json.
 Metrics: {split}_rows, {split}_rows_outside_month. Inputs: the three splits as MLflow datasets.
 """
@@ -20,6 +20,7 @@ from steps.config import Month, check_taxi, parse_months
 from steps.contracts import (
     DATA_TAG,
     DATASET_CONTEXT,
+    DEFAULT_CACHE_DIR,
     DEFAULT_MONTHS,
     DISTANCE,
     DO,
@@ -35,7 +36,6 @@ from steps.contracts import (
 )
 from steps.errors import PipelineError, exits_cleanly
 from steps.tlc import (
-    default_cache_dir,
     fetch_month,
     month_location,
     read_trips,
@@ -117,14 +117,14 @@ def load_splits(
 @click.option("--val-month", default=DEFAULT_MONTHS["val"], show_default=True)
 @click.option("--test-month", default=DEFAULT_MONTHS["test"], show_default=True)
 @click.option("--source", default=TLC_URL, show_default=True, help="URL base or local folder.")
-@click.option("--cache-dir", default="", help="Download cache [~/.cache/nyc-taxi-duration].")
+@click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True, help="Download cache.")
 @exits_cleanly(INGEST)
 def main(
     taxi: str, train_month: str, val_month: str, test_month: str, source: str, cache_dir: str
 ) -> None:
     check_taxi(taxi)
     months = parse_months(train_month, val_month, test_month)
-    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache = Path(cache_dir).expanduser()
     with tracking.step_run(INGEST) as run:
         tracking.log_params(
             {

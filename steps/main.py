@@ -30,6 +30,7 @@ from steps.contracts import (
     CHAMPION,
     CHAMPION_AFTER_TAG,
     DATA_TAG,
+    DEFAULT_CACHE_DIR,
     DEFAULT_MONTHS,
     FEATURIZE,
     HPO,
@@ -99,7 +100,7 @@ def reuse_conditions(entry_point: str, params: dict[str, Any]) -> dict[str, str]
         return None if data is None else {DATA_TAG: data}
     if entry_point == REGISTER:
         champion = tracking.aliased_version(params["model_name"], CHAMPION)
-        return {CHAMPION_AFTER_TAG: champion.version if champion else "none"}
+        return {CHAMPION_AFTER_TAG: str(champion.version) if champion else "none"}
     return {}
 
 
@@ -166,7 +167,7 @@ def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str) -> str:
 @click.option("--val-month", default=DEFAULT_MONTHS["val"], show_default=True)
 @click.option("--test-month", default=DEFAULT_MONTHS["test"], show_default=True)
 @click.option("--source", default=TLC_URL, show_default=True)
-@click.option("--cache-dir", default="")
+@click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True)
 @click.option("--encoding", default="categorical", show_default=True)
 @click.option("--min-duration", type=float, default=1.0, show_default=True)
 @click.option("--max-duration", type=float, default=60.0, show_default=True)

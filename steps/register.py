@@ -87,11 +87,11 @@ def incumbent_score(
     same_data = all(tags.get(k) == data_tags.get(k) for k in ("taxi", "test_month"))
     if same_data and "test_rmse" in tags:
         tested_on = f"tested on {tags['test_month']}"
-        return Incumbent(champion.version, float(tags["test_rmse"]), tested_on)
+        return Incumbent(str(champion.version), float(tags["test_rmse"]), tested_on)
     model = tracking.load_pyfunc(f"models:/{model_name}/{champion.version}")
     predictions = model.predict(test_trips[list(MODEL_INPUT_COLUMNS)])
     rmse = boosting.rmse(test_trips[TARGET].to_numpy(), predictions)
-    return Incumbent(champion.version, rmse, f"re-scored on {data_tags.get('test_month')}")
+    return Incumbent(str(champion.version), rmse, f"re-scored on {data_tags.get('test_month')}")
 
 
 def incumbent_version(incumbent: Incumbent | None) -> str:
@@ -125,7 +125,9 @@ def main(train_run: str, model_name: str) -> None:
         # Registering the same training run again would only duplicate the version.
         existing = tracking.versions_from_run(model_name, trained.info.run_id)
         created = not existing
-        decision = decide_champion(test_rmse, incumbent, existing[0].version if existing else None)
+        decision = decide_champion(
+            test_rmse, incumbent, str(existing[0].version) if existing else None
+        )
         version = (
             existing[0]
             if existing
@@ -140,18 +142,19 @@ def main(train_run: str, model_name: str) -> None:
                 ),
             )
         )
+        number = str(version.version)  # an int in some MLflow versions, a str in others
         try:
-            tracking.set_alias(model_name, CHALLENGER, version.version)
+            tracking.set_alias(model_name, CHALLENGER, number)
             if decision.promote:
-                tracking.set_alias(model_name, CHAMPION, version.version)
+                tracking.set_alias(model_name, CHAMPION, number)
         except BaseException:
             if created:  # never leave a version without its aliases
-                tracking.delete_version(model_name, version.version)
+                tracking.delete_version(model_name, number)
             raise
         aliases = [CHALLENGER] + ([CHAMPION] if decision.promote else [])
         record = {
             "model_name": model_name,
-            "version": version.version,
+            "version": number,
             "aliases": aliases,
             "model_uri": f"models:/{model_name}@{CHAMPION if decision.promote else CHALLENGER}",
             "source_run": trained.info.run_id,
@@ -160,20 +163,18 @@ def main(train_run: str, model_name: str) -> None:
             **asdict(decision),
         }
         tracking.log_json(record, REGISTRATION_FILE)
-        tracking.log_metrics(
-            {"model_version": int(version.version), "promoted": int(decision.promote)}
-        )
-        champion_after = version.version if decision.promote else incumbent_version(incumbent)
+        tracking.log_metrics({"model_version": int(number), "promoted": int(decision.promote)})
+        champion_after = number if decision.promote else incumbent_version(incumbent)
         tracking.set_tags(
             {
                 "model_name": model_name,
-                "model_version": version.version,
+                "model_version": number,
                 CHAMPION_AFTER_TAG: champion_after,
                 **data_tags,
             }
         )
         print(
-            f"register: runs:/{run.info.run_id} {model_name} v{version.version} "
+            f"register: runs:/{run.info.run_id} {model_name} v{number} "
             f"aliases {', '.join(aliases)}: {decision.reason}"
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,16 @@ def _int(value: Any) -> int:
     return int(float(value))
 
 
+def unquote(value: str) -> str:
+    """A parameter as the step received it. `mlflow run` logs string parameters the way it put
+    them on the command line, shell-quoted ('~/.cache/x' for ~/.cache/x, '' for an empty one)."""
+    try:
+        parts = shlex.split(value)
+    except ValueError:
+        return value
+    return parts[0] if len(parts) == 1 else value
+
+
 def params_equal(
     stored: Mapping[str, str], wanted: Mapping[str, Any], types: Mapping[str, Callable[[Any], Any]]
 ) -> bool:
@@ -87,7 +98,7 @@ def params_equal(
             return False
         convert = types.get(name, str)
         try:
-            if convert(stored[name]) != convert(value):
+            if convert(unquote(stored[name])) != convert(value):
                 return False
         except (TypeError, ValueError):
             return False

@@ -47,12 +47,6 @@ def is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-def default_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/nyc-taxi-duration, or ~/.cache/nyc-taxi-duration."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "nyc-taxi-duration"
-
-
 def month_location(source: str, taxi: str, month: str) -> str:
     """Where a month lives in `source`: a URL under the base, or a path in the folder."""
     name = tlc_file_name(taxi, month)

@@ -30,8 +30,7 @@ PARAMS = {"source": str(DATA_DIR), **FAST_HPO}
 def pipeline(tmp_path_factory):
     """One plain `mlflow run <project> -e main` in a fresh directory."""
     cwd = tmp_path_factory.mktemp("e2e")
-    env = {"XDG_CACHE_HOME": str(cwd / "cache"), "MLFLOW_TRACKING_URI": ""}
-    result = mlflow_run("-e", "main", cwd=cwd, params=PARAMS, **env)
+    result = mlflow_run("-e", "main", cwd=cwd, params=PARAMS, MLFLOW_TRACKING_URI="")
     assert result.returncode == 0, result.stderr[-4000:]
     client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
     return cwd, result, client

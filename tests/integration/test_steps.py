@@ -183,10 +183,8 @@ def test_a_worse_model_is_registered_as_challenger_and_champion_stays(chain):
     assert store.client.get_model_version_by_alias("nyc-taxi-duration", CHAMPION).version == (
         champion.version
     )
-    assert (
-        store.client.get_model_version_by_alias("nyc-taxi-duration", CHALLENGER).version
-        == (record["version"])
-    )
+    challenger = store.client.get_model_version_by_alias("nyc-taxi-duration", CHALLENGER)
+    assert str(challenger.version) == record["version"]
 
 
 # --- refusals: one line, exit 2, the run FAILED, nothing left behind --------------------------

@@ -10,7 +10,7 @@ DEFAULTS = {
     "val_month": "2021-02",
     "test_month": "2021-03",
     "source": "tests/data",
-    "cache_dir": "",
+    "cache_dir": "~/.cache/nyc-taxi-duration",
     "encoding": "categorical",
     "min_duration": 1.0,
     "max_duration": 60.0,

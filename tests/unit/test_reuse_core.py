@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import pytest
+
+from steps.errors import PipelineError
+from steps.reuse import (
+    code_fingerprint,
+    imported_modules,
+    mlproject_types,
+    module_closure,
+    params_equal,
+    parse_force,
+    unquote,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_imported_modules_finds_every_import_form():
+    source = (
+        "from steps import tracking, boosting\n"
+        "from steps.features import load_matrix\n"
+        "import steps.config\n"
+        "import pandas as pd\n"
+    )
+    assert imported_modules(source) == {"tracking", "boosting", "features", "config"}
+
+
+def test_module_closure_follows_imports_transitively():
+    names = {p.stem for p in module_closure(ROOT / "steps", "featurize")}
+    assert {"featurize", "features", "tracking", "contracts", "errors", "reuse"} <= names
+    assert "hpo" not in names and "train_best" not in names
+
+
+def project_copy(tmp_path: Path) -> Path:
+    (tmp_path / "steps").mkdir()
+    (tmp_path / "steps" / "a.py").write_text("from steps import b\n")
+    (tmp_path / "steps" / "b.py").write_text("X = 1\n")
+    (tmp_path / "steps" / "c.py").write_text("Y = 2\n")
+    (tmp_path / "MLproject").write_text("name: x\n")
+    (tmp_path / "README.md").write_text("hello\n")
+    return tmp_path
+
+
+def test_code_fingerprint_changes_with_the_code_a_step_uses_only(tmp_path):
+    root = project_copy(tmp_path)
+    before = code_fingerprint(root, "a")
+    (root / "README.md").write_text("changed\n")
+    (root / "steps" / "c.py").write_text("Y = 3\n")  # not imported by a
+    assert code_fingerprint(root, "a") == before
+    (root / "steps" / "b.py").write_text("X = 2\n")  # imported by a
+    assert code_fingerprint(root, "a") != before
+    changed = code_fingerprint(root, "a")
+    (root / "MLproject").write_text("name: y\n")
+    assert code_fingerprint(root, "a") != changed
+
+
+def test_params_compare_as_typed_values():
+    types = {"max_evals": int, "min_duration": float, "encoding": str}
+    stored = {"max_evals": "50", "min_duration": "1", "encoding": "categorical", "extra": "x"}
+    assert params_equal(stored, {"max_evals": 50, "min_duration": 1.0}, types)
+    assert params_equal(stored, {"min_duration": "1.0", "encoding": "categorical"}, types)
+    assert not params_equal(stored, {"max_evals": 51}, types)
+    assert not params_equal(stored, {"encoding": "onehot"}, types)
+    assert not params_equal(stored, {"missing": "x"}, types)
+    assert not params_equal({"max_evals": "many"}, {"max_evals": 5}, types)
+
+
+def test_params_unquote_what_mlflow_run_logged():
+    assert unquote("'~/.cache/x'") == "~/.cache/x"
+    assert unquote("''") == ""
+    assert unquote("plain") == "plain"
+    assert params_equal({"cache_dir": "'~/.cache/x'"}, {"cache_dir": "~/.cache/x"}, {})
+
+
+def test_mlproject_types_read_the_declared_types():
+    types = mlproject_types(ROOT, "hpo")
+    assert types["max_evals"]("50") == 50 and types["max_evals"]("50.0") == 50
+    assert types["features_run"] is str
+    assert mlproject_types(ROOT, "featurize")["min_duration"]("1") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("false", set()),
+        ("", set()),
+        ("true", {"ingest", "featurize", "hpo", "train_best", "register"}),
+        ("hpo, train_best", {"hpo", "train_best"}),
+    ],
+)
+def test_parse_force(text, expected):
+    assert parse_force(text) == expected
+
+
+def test_parse_force_names_unknown_steps():
+    with pytest.raises(PipelineError, match="unknown step.*tune"):
+        parse_force("tune")
