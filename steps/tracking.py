@@ -42,6 +42,7 @@ from steps.contracts import (
     STEP_TAG,
 )
 from steps.errors import PipelineError
+from steps.preflight import check_tracking_server
 from steps.reuse import code_fingerprint
 
 _PAGE = 1000
@@ -67,6 +68,7 @@ def step_run(step: str) -> Iterator[Run]:
     """
     # Artifact progress bars would print one line per download into the step's log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    check_tracking_server(tracking_uri())
     with mlflow.start_run() as run:
         mlflow.set_tags({STEP_TAG: step, CODE_TAG: code_fingerprint(PROJECT_DIR, step)})
         yield run

@@ -1,0 +1,113 @@
+"""Fail fast on a tracking server that cannot work: one request, a short timeout, one clear line.
+
+Without this, MLflow retries an unreachable server for minutes, and a server that rejects the
+Host header (a VM reached by its public address, started without --allowed-hosts) or a missing
+login is only discovered after the download. `check_tracking_server` runs once in the
+`mlflow run` process before its first request (through the request-header plugin below, the
+only hook MLflow calls that early), and again at the start of every step.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from urllib.parse import urlparse
+
+import requests
+from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
+
+from steps.errors import EXIT_USER_ERROR, PipelineError
+from steps.experiment import is_mlflow_run_command
+
+TIMEOUT_SECONDS = 10
+HOST_REJECTED = "Invalid Host header"
+
+
+def check_tracking_server(uri: str) -> None:
+    """Raise PipelineError unless an http(s) tracking server at `uri` answers an API call.
+
+    Other stores (sqlite, postgresql, databricks) are left to MLflow.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    host = parsed.netloc.rsplit("@", 1)[-1]
+    try:
+        response = requests.post(
+            f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+            json={"max_results": 1},
+            auth=_auth(),
+            headers=_bearer(),
+            timeout=TIMEOUT_SECONDS,
+            verify=_verify(),
+        )
+    except requests.RequestException as exc:
+        reason = type(exc).__name__
+        raise PipelineError(
+            f"cannot reach the tracking server at {uri} ({reason}); check MLFLOW_TRACKING_URI, "
+            f"that `mlflow server` runs there, and that the firewall or security group opens "
+            f"port {parsed.port or (443 if parsed.scheme == 'https' else 80)}"
+        ) from None
+    if response.ok:
+        return
+    status = response.status_code
+    if status == 403 and HOST_REJECTED in response.text:
+        raise PipelineError(
+            f"the tracking server at {uri} rejected the Host header {host!r} (HTTP 403); "
+            f"start it with --allowed-hosts '{host}' (or list every name clients use)"
+        )
+    if status == 401:
+        raise PipelineError(
+            f"the tracking server at {uri} requires a login (HTTP 401); set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            + (" (the ones set were refused)" if os.environ.get("MLFLOW_TRACKING_USERNAME") else "")
+        )
+    if status == 403:
+        raise PipelineError(
+            f"the tracking server at {uri} refused user "
+            f"{os.environ.get('MLFLOW_TRACKING_USERNAME', '?')!r} (HTTP 403); ask its admin for "
+            "access or use another account"
+        )
+    raise PipelineError(
+        f"the tracking server at {uri} answered HTTP {status} to an API call; check that "
+        "MLFLOW_TRACKING_URI points at an MLflow tracking server"
+    )
+
+
+def _auth() -> tuple[str, str] | None:
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    return (user, password) if user and password else None
+
+
+def _bearer() -> dict[str, str]:
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _verify() -> bool | str:
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return False
+    return os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
+
+
+class PreflightRequestHeaderProvider(RequestHeaderProvider):
+    """Adds no header. MLflow asks request-header plugins before every request, so this is where
+    `mlflow run` can check the server once, before it starts retrying or creating runs."""
+
+    checked = False
+
+    def in_context(self) -> bool:
+        if not PreflightRequestHeaderProvider.checked and is_mlflow_run_command(sys.argv):
+            PreflightRequestHeaderProvider.checked = True
+            import mlflow
+
+            try:
+                check_tracking_server(mlflow.get_tracking_uri())
+            except PipelineError as exc:
+                print(f"mlflow run: error: {exc}", file=sys.stderr, flush=True)
+                sys.exit(EXIT_USER_ERROR)
+        return False
+
+    def request_headers(self) -> dict[str, str]:
+        return {}
