@@ -16,7 +16,7 @@ install: $(BIN)/.installed ## Create .venv and install the project with its dev 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	@touch $@
 
 run: install ## Run the whole pipeline on the embedded store (sqlite:///mlflow.db)

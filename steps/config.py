@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from steps.contracts import ENCODINGS, TAXIS
+from steps.contracts import BACKENDS, ENCODINGS, TAXIS
 from steps.errors import PipelineError
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
@@ -85,6 +85,13 @@ def check_encoding(encoding: str) -> str:
     if encoding not in ENCODINGS:
         raise PipelineError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
     return encoding
+
+
+def check_backend(backend: str) -> str:
+    """Where hpo runs its trials: in process, or on Spark."""
+    if backend not in BACKENDS:
+        raise PipelineError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return backend
 
 
 def check_duration_bounds(min_duration: float, max_duration: float) -> tuple[float, float]:

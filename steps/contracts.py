@@ -61,6 +61,9 @@ ZONE_IDS: Final = tuple(range(1, 266))
 Encoding = Literal["categorical", "onehot"]
 ENCODINGS: Final = ("categorical", "onehot")
 
+# --- hpo backends ---------------------------------------------------------------------------
+BACKENDS: Final = ("local", "spark")
+
 # --- tags ----------------------------------------------------------------------------------
 STEP_TAG: Final = "pipeline.step"
 MODEL_TAG: Final = "model"

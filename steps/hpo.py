@@ -10,8 +10,13 @@ best_params.json, tag best_trial_run_id.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import click
@@ -21,17 +26,20 @@ from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
 from hyperopt.pyll import scope
 
 from steps import boosting, tracking
-from steps.config import check_positive
+from steps.config import check_backend, check_positive
 from steps.contracts import (
     BEST_PARAMS_FILE,
     BEST_TRIAL_TAG,
     FEATURIZE,
     HPO,
+    PROJECT_DIR,
     TRIALS_FILE,
     matrix_split_path,
 )
-from steps.errors import exits_cleanly
+from steps.errors import PipelineError, exits_cleanly
 from steps.features import FeatureMatrix, load_matrix
+
+PACKAGE_DIR = "steps"
 
 # Depth above 12 costs seconds a trial for worse models on three features; learning rates
 # below 0.05 need more than 1000 rounds.
@@ -76,43 +84,95 @@ class TrialLogger(Protocol):
     def fail(self, run_id: str | None) -> None: ...
 
 
-def tune(
-    train: FeatureMatrix, val: FeatureMatrix, budget: Budget, logger: TrialLogger
-) -> list[TrialResult]:
-    """Run the TPE search; returns every trial in the order it ran."""
-    dtrain, dval = boosting.dmatrices(train, val)
-    results: list[TrialResult] = []
+class Objective:
+    """One trial: fit XGBoost with the sampled hyperparameters and record it through the logger.
 
-    def objective(sampled: dict[str, Any]) -> dict[str, Any]:
+    Picklable, so SparkTrials can ship it to executors; each process builds its own DMatrix
+    pair once, on its first trial.
+    """
+
+    def __init__(
+        self, train: FeatureMatrix, val: FeatureMatrix, budget: Budget, logger: TrialLogger
+    ) -> None:
+        self.train, self.val, self.budget, self.logger = train, val, budget, logger
+        self.calls = 0
+        self._dmatrices: tuple[Any, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_dmatrices": None}
+
+    def __call__(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        if self._dmatrices is None:
+            self._dmatrices = boosting.dmatrices(self.train, self.val)
+        dtrain, dval = self._dmatrices
+        number, self.calls = self.calls, self.calls + 1
         params = {name: kind(sampled[name]) for name, kind in boosting.TUNED_PARAMS.items()}
-        run_id = logger.start(len(results), params)
+        run_id = self.logger.start(number, params)
         try:
             fit = boosting.fit(
                 params,
                 dtrain,
                 dval,
-                budget.num_boost_round,
-                budget.early_stopping_rounds,
-                budget.seed,
+                self.budget.num_boost_round,
+                self.budget.early_stopping_rounds,
+                self.budget.seed,
             )
         except BaseException:
-            logger.fail(run_id)
+            self.logger.fail(run_id)
             raise
-        result = TrialResult(len(results), params, fit.val_rmse, fit.n_trees, fit.seconds, run_id)
-        logger.finish(run_id, result)
-        results.append(result)
-        return {"loss": fit.val_rmse, "status": STATUS_OK}
+        result = TrialResult(number, params, fit.val_rmse, fit.n_trees, fit.seconds, run_id)
+        self.logger.finish(run_id, result)
+        return {"loss": fit.val_rmse, "status": STATUS_OK, "trial": asdict(result)}
 
+
+def tune(
+    train: FeatureMatrix,
+    val: FeatureMatrix,
+    budget: Budget,
+    logger: TrialLogger,
+    trials: Trials | None = None,
+) -> list[TrialResult]:
+    """Run the TPE search (in process, or on Spark with SparkTrials); every successful trial,
+    numbered by hyperopt's trial id."""
+    trials = trials if trials is not None else Trials()
     fmin(
-        objective,
+        Objective(train, val, budget, logger),
         SEARCH_SPACE,
         algo=tpe.suggest,
         max_evals=budget.max_evals,
-        trials=Trials(),
+        trials=trials,
         rstate=np.random.default_rng(budget.seed),
         show_progressbar=False,
     )
-    return results
+    done = sorted(
+        (t for t in trials.trials if t["result"].get("status") == STATUS_OK),
+        key=lambda t: t["tid"],
+    )
+    return [TrialResult(**{**t["result"]["trial"], "number": t["tid"]}) for t in done]
+
+
+def spark_trials(master: str, parallelism: int) -> Trials:
+    """SparkTrials on `master` (local[*], a cluster URL, Databricks, EMR, Dataproc...).
+
+    The executors need this project's code and the driver's Python: the steps package is
+    shipped to them as a zip, and PYSPARK_PYTHON defaults to this interpreter.
+    """
+    try:
+        from hyperopt import SparkTrials
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise PipelineError(
+            "backend=spark needs pyspark; install it with pip install -e '.[spark]'"
+        ) from None
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    spark = SparkSession.builder.master(master).appName("nyc-taxi-duration-hpo").getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    package = shutil.make_archive(
+        str(Path(tempfile.mkdtemp()) / "steps"), "zip", PROJECT_DIR, PACKAGE_DIR
+    )
+    spark.sparkContext.addPyFile(package)
+    return SparkTrials(parallelism=parallelism, spark_session=spark)
 
 
 def trials_table(results: list[TrialResult]) -> pd.DataFrame:
@@ -158,6 +218,12 @@ class MlflowTrialLogger:
         if run_id is not None:
             tracking.fail_run(run_id)
 
+    def renumber(self, results: list[TrialResult]) -> None:
+        """Name trials by hyperopt's trial id: Spark executors cannot share a counter."""
+        for result in results:
+            if result.run_id is not None:
+                tracking.name_trial(result.run_id, f"trial-{result.number:03d}", result.number)
+
 
 @click.command(help=__doc__)
 @click.option("--features-run", required=True, help="runs:/<id> of a featurize run.")
@@ -165,9 +231,19 @@ class MlflowTrialLogger:
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--num-boost-round", type=int, default=1000, show_default=True)
 @click.option("--early-stopping-rounds", type=int, default=50, show_default=True)
+@click.option("--backend", default="local", show_default=True, help="local or spark.")
+@click.option("--parallelism", type=int, default=2, show_default=True, help="Spark trials at once.")
+@click.option("--spark-master", default="local[*]", show_default=True)
 @exits_cleanly(HPO)
 def main(
-    features_run: str, max_evals: int, seed: int, num_boost_round: int, early_stopping_rounds: int
+    features_run: str,
+    max_evals: int,
+    seed: int,
+    num_boost_round: int,
+    early_stopping_rounds: int,
+    backend: str,
+    parallelism: int,
+    spark_master: str,
 ) -> None:
     budget = Budget(
         check_positive(max_evals, "max_evals"),
@@ -175,20 +251,38 @@ def main(
         check_positive(num_boost_round, "num_boost_round"),
         check_positive(early_stopping_rounds, "early_stopping_rounds"),
     )
+    check_backend(backend)
+    check_positive(parallelism, "parallelism")
     with tracking.step_run(HPO) as run:
-        tracking.log_params({"features_run": features_run, **asdict(budget)})
+        tracking.log_params(
+            {
+                "features_run": features_run,
+                **asdict(budget),
+                "backend": backend,
+                "parallelism": parallelism,
+                "spark_master": spark_master,
+            }
+        )
         upstream = tracking.upstream_run(features_run, FEATURIZE)
         encoding = upstream.data.tags["encoding"]
         train, val = (
             load_matrix(tracking.download(upstream.info.run_id, matrix_split_path(s, encoding)))
             for s in ("train", "val")
         )
+        logger = MlflowTrialLogger(budget)
+        trials = None
+        if backend == "spark":
+            tracking.pin_tracking_uri()  # executors log trials to the same store
+            trials = spark_trials(spark_master, parallelism)
         started = time.perf_counter()
-        results = tune(train, val, budget, MlflowTrialLogger(budget))
+        results = tune(train, val, budget, logger, trials)
         tuning_seconds = time.perf_counter() - started
+        if backend == "spark":
+            logger.renumber(results)
+        if not results:
+            raise PipelineError("every trial failed; see the FAILED trial runs under this run")
         best = min(results, key=lambda r: r.rmse)
-        table = trials_table(results)
-        tracking.log_table(table, TRIALS_FILE)
+        tracking.log_table(trials_table(results), TRIALS_FILE)
         best_record = {**best.params, "rmse": best.rmse, "n_trees": best.n_trees}
         tracking.log_json(best_record, BEST_PARAMS_FILE)
         tracking.log_params({f"best_{k}": v for k, v in best.params.items()})
@@ -204,8 +298,8 @@ def main(
             {**tracking.data_tags(upstream), "encoding": encoding, BEST_TRIAL_TAG: best.run_id}
         )
         print(
-            f"hpo: runs:/{run.info.run_id} {len(results)} trials in {tuning_seconds:.1f}s, "
-            f"best validation RMSE {best.rmse:.4f} ({best.params})"
+            f"hpo: runs:/{run.info.run_id} {len(results)} trials in {tuning_seconds:.1f}s "
+            f"({backend}), best validation RMSE {best.rmse:.4f} ({best.params})"
         )
 
 

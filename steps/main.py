@@ -18,6 +18,7 @@ import click
 
 from steps import tracking
 from steps.config import (
+    check_backend,
     check_duration_bounds,
     check_encoding,
     check_model_name,
@@ -71,6 +72,8 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
     check_duration_bounds(params["min_duration"], params["max_duration"])
     for name in ("max_evals", "num_boost_round", "early_stopping_rounds"):
         check_positive(params[name], name)
+    check_backend(params["backend"])
+    check_positive(params["parallelism"], "parallelism")
     check_tolerance(params["rmse_tolerance"])
     check_model_name(params["model_name"])
 
@@ -78,7 +81,15 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
         return {name: params[name] for name in names}
 
     data = pick("taxi", "train_month", "val_month", "test_month", "source", "cache_dir")
-    budget = pick("max_evals", "seed", "num_boost_round", "early_stopping_rounds")
+    budget = pick(
+        "max_evals",
+        "seed",
+        "num_boost_round",
+        "early_stopping_rounds",
+        "backend",
+        "parallelism",
+        "spark_master",
+    )
     return [
         StepCall(INGEST, data, None),
         StepCall(FEATURIZE, pick("encoding", "min_duration", "max_duration"), "ingest_run"),
@@ -175,6 +186,9 @@ def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str) -> str:
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--num-boost-round", type=int, default=1000, show_default=True)
 @click.option("--early-stopping-rounds", type=int, default=50, show_default=True)
+@click.option("--backend", default="local", show_default=True)
+@click.option("--parallelism", type=int, default=2, show_default=True)
+@click.option("--spark-master", default="local[*]", show_default=True)
 @click.option("--rmse-tolerance", type=float, default=0.0, show_default=True)
 @click.option("--model-name", default=MODEL_NAME, show_default=True)
 @click.option(

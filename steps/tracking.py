@@ -302,6 +302,17 @@ def finish_trial(run_id: str, metrics: Mapping[str, float], tags: Mapping[str, A
     client().set_terminated(run_id, "FINISHED")
 
 
+def name_trial(run_id: str, name: str, number: int) -> None:
+    """Set a trial run's display name and number after the fact."""
+    client().log_batch(run_id, tags=[RunTag("mlflow.runName", name), RunTag("trial", str(number))])
+
+
+def pin_tracking_uri() -> None:
+    """Export the resolved tracking URI, so processes started from here (Spark executors) log to
+    the same store even when it was the default, relative sqlite:///mlflow.db."""
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri()
+
+
 def fail_run(run_id: str) -> None:
     """End a run FAILED (a trial whose training raised)."""
     client().set_terminated(run_id, "FAILED")

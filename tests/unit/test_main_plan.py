@@ -18,6 +18,9 @@ DEFAULTS = {
     "seed": 42,
     "num_boost_round": 1000,
     "early_stopping_rounds": 50,
+    "backend": "local",
+    "parallelism": 2,
+    "spark_master": "local[*]",
     "rmse_tolerance": 0.0,
     "model_name": "nyc-taxi-duration",
 }
@@ -38,6 +41,9 @@ def test_plan_splits_parameters_into_the_five_steps_in_order():
         "seed": 42,
         "num_boost_round": 1000,
         "early_stopping_rounds": 50,
+        "backend": "local",
+        "parallelism": 2,
+        "spark_master": "local[*]",
     }
     every = set().union(*(c.params for c in calls))
     assert every == set(DEFAULTS)
@@ -52,6 +58,8 @@ def test_plan_splits_parameters_into_the_five_steps_in_order():
         ({"max_evals": -5}, "max_evals must be at least 1"),
         ({"encoding": "bogus"}, "encoding must be one of"),
         ({"taxi": "fhv"}, "taxi must be one of"),
+        ({"backend": "dask"}, "backend must be one of"),
+        ({"parallelism": 0}, "parallelism must be at least 1"),
         ({"model_name": "a/b"}, "model_name"),
         ({"min_duration": 60.0, "max_duration": 1.0}, "min_duration"),
     ],
