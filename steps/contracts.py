@@ -74,6 +74,8 @@ BEST_TRIAL_TAG: Final = "best_trial_run_id"
 CODE_TAG: Final = "pipeline.code_fingerprint"  # every step run: see steps/reuse.py
 DATA_TAG: Final = "pipeline.data_fingerprint"  # ingest: the source files it read
 CHAMPION_AFTER_TAG: Final = "pipeline.champion_after"  # register: champion version it left
+HOST_TAG: Final = "pipeline.host"  # every step run: where its process runs...
+PID_TAG: Final = "pipeline.pid"  # ...and which process, so a later main can tell it died
 # Describe the data a run was built from; carried from ingest down to the registered version.
 DATA_TAGS: Final = ("taxi", "train_month", "val_month", "test_month")
 

@@ -11,6 +11,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 EXIT_USER_ERROR = 2
+EXIT_LOST_SERVER = 3
 
 
 class PipelineError(Exception):
@@ -22,7 +23,8 @@ class PipelineError(Exception):
 
 
 def exits_cleanly(step: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate a step's CLI: a PipelineError becomes `<step>: error: ...` on stderr and exit 2.
+    """Decorate a step's CLI: a PipelineError becomes `<step>: error: ...` on stderr and exit 2;
+    a tracking server lost mid-step (MLflow gave up retrying) one line and exit 3.
 
     The step's MLflow run is ended FAILED by the `with start_run()` block the error passes
     through; exiting non-zero makes `mlflow run` record FAILED as well.
@@ -36,6 +38,16 @@ def exits_cleanly(step: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             except PipelineError as exc:
                 print(f"{step}: error: {exc}", file=sys.stderr, flush=True)
                 sys.exit(EXIT_USER_ERROR)
+            except Exception as exc:
+                from mlflow import get_tracking_uri
+
+                from steps.preflight import lost_server_message
+
+                message = lost_server_message(exc, get_tracking_uri())
+                if message is None:
+                    raise  # a bug: keep the traceback
+                print(f"{step}: error: {message}", file=sys.stderr, flush=True)
+                sys.exit(EXIT_LOST_SERVER)
 
         return wrapper
 

@@ -16,7 +16,6 @@ from typing import Protocol, TypeAlias
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.feature_extraction import DictVectorizer
 
 from steps.contracts import (
     DISTANCE,
@@ -30,18 +29,21 @@ from steps.contracts import (
 )
 from steps.errors import PipelineError
 
+MAX_DISTANCE = 100.0  # miles; longer TLC trip records are meter errors
 ZONE_DTYPE = pd.CategoricalDtype(categories=list(ZONE_IDS))
 Matrix: TypeAlias = "pd.DataFrame | sp.csr_matrix"
 
 
 @dataclass(frozen=True)
 class FilterStats:
-    """How many rows one split kept and why the others were dropped."""
+    """How many rows one split kept, and how many kept rows have a feature the model will see as
+    missing (a zone outside 1..265, a distance that is null, negative or absurd)."""
 
     rows_in: int
     rows_kept: int
     dropped_duration: int
-    dropped_missing: int
+    unknown_zone: int
+    invalid_distance: int
 
     @property
     def rows_dropped(self) -> int:
@@ -57,23 +59,34 @@ def with_duration(trips: pd.DataFrame) -> pd.DataFrame:
 def filter_trips(
     trips: pd.DataFrame, min_duration: float, max_duration: float
 ) -> tuple[pd.DataFrame, FilterStats]:
-    """Keep trips whose duration lies in [min_duration, max_duration] and whose features exist.
+    """Keep trips whose duration lies in [min_duration, max_duration] (the course's rule).
 
-    Returns the model input columns plus the target, and the counts behind the cut.
+    Features are not filtered: an unknown zone or an invalid distance becomes a missing value
+    in the preprocessors, exactly as at prediction time, and is counted here.
+    Returns the model input columns plus the target, and the counts.
     """
     with_target = with_duration(trips)
-    duration = with_target[TARGET]
-    in_range = duration.between(min_duration, max_duration)
-    has_features = with_target[[PU, DO, DISTANCE]].notna().all(axis=1)
-    keep = in_range & has_features
+    keep = with_target[TARGET].between(min_duration, max_duration)
     kept = with_target.loc[keep, [*MODEL_INPUT_COLUMNS, TARGET]].reset_index(drop=True)
+    unknown_zone = zone_codes(kept[PU]).isna() | zone_codes(kept[DO]).isna()
     stats = FilterStats(
         rows_in=len(trips),
         rows_kept=int(keep.sum()),
-        dropped_duration=int((~in_range).sum()),
-        dropped_missing=int((in_range & ~has_features).sum()),
+        dropped_duration=int((~keep).sum()),
+        unknown_zone=int(unknown_zone.sum()),
+        invalid_distance=int(clean_distance(kept[DISTANCE]).isna().sum()),
     )
     return kept, stats
+
+
+def clean_distance(distance: pd.Series) -> pd.Series:
+    """Trip distance in miles as float; null, negative or above MAX_DISTANCE becomes missing.
+
+    TLC meters record some trips at tens of thousands of miles; a split on such values would
+    be noise, so the model treats them like an unknown distance.
+    """
+    miles = pd.to_numeric(distance, errors="coerce").astype("float64")
+    return miles.where(miles.between(0, MAX_DISTANCE))
 
 
 def zone_codes(ids: pd.Series) -> pd.Categorical:
@@ -112,7 +125,7 @@ class CategoricalPreprocessor:
             {
                 PU: zone_codes(trips[PU]),
                 DO: zone_codes(trips[DO]),
-                DISTANCE: pd.to_numeric(trips[DISTANCE], errors="coerce").astype("float64"),
+                DISTANCE: clean_distance(trips[DISTANCE]),
             }
         )
 
@@ -123,6 +136,9 @@ class OneHotPreprocessor:
     encoding = "onehot"
 
     def __init__(self) -> None:
+        # Imported here: scikit-learn takes seconds to import and only this encoding needs it.
+        from sklearn.feature_extraction import DictVectorizer
+
         self.vectorizer = DictVectorizer()
 
     @staticmethod
@@ -132,7 +148,7 @@ class OneHotPreprocessor:
         frame = pd.DataFrame(
             {
                 "PU_DO": pu + "_" + do,
-                DISTANCE: pd.to_numeric(trips[DISTANCE], errors="coerce").astype("float64"),
+                DISTANCE: clean_distance(trips[DISTANCE]),
             }
         )
         return frame.to_dict(orient="records")

@@ -10,6 +10,7 @@ Metrics: {split}_rows_kept, {split}_rows_dropped (+ why), n_features.
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -98,7 +99,9 @@ def main(ingest_run: str, encoding: str, min_duration: float, max_duration: floa
             split: pd.read_parquet(tracking.download(upstream.info.run_id, raw_split_path(split)))
             for split in SPLITS
         }
+        started = time.perf_counter()
         features = build_features(raw, encoding, min_duration, max_duration)
+        seconds = time.perf_counter() - started
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             for name in (PREPROCESSOR_DIR, MATRICES_DIR, TRIPS_DIR):
@@ -111,13 +114,19 @@ def main(ingest_run: str, encoding: str, min_duration: float, max_duration: floa
                 tracking.log_artifact(root / name)
         summary = {split: asdict(stats) for split, stats in features.stats.items()}
         tracking.log_json(summary, FEATURIZE_SUMMARY_FILE)
-        metrics: dict[str, float] = {"n_features": features.matrices["train"].columns}
+        rows_in = sum(stats.rows_in for stats in features.stats.values())
+        metrics: dict[str, float] = {
+            "n_features": features.matrices["train"].columns,
+            "featurize_seconds": seconds,
+            "rows_per_second": rows_in / seconds,
+        }
         for split, stats in features.stats.items():
             metrics |= {
                 f"{split}_rows_kept": stats.rows_kept,
                 f"{split}_rows_dropped": stats.rows_dropped,
                 f"{split}_dropped_duration": stats.dropped_duration,
-                f"{split}_dropped_missing": stats.dropped_missing,
+                f"{split}_unknown_zone": stats.unknown_zone,
+                f"{split}_invalid_distance": stats.invalid_distance,
             }
         tracking.log_metrics(metrics)
         tracking.set_tags({**tracking.data_tags(upstream), "encoding": encoding})

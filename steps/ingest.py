@@ -9,6 +9,7 @@ Metrics: {split}_rows, {split}_rows_outside_month. Inputs: the three splits as M
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +43,9 @@ from steps.tlc import (
     source_fingerprint,
 )
 
+# Above this share of pickups outside the named month, the file is the wrong month.
+MAX_OUTSIDE_SHARE = 0.5
+
 
 @dataclass(frozen=True)
 class SplitData:
@@ -72,7 +76,7 @@ def profile_split(trips: pd.DataFrame, month: Month) -> SplitProfile:
     """Profile one split; pickups outside the month (TLC has them) are counted, not dropped."""
     pickup = trips[PICKUP]
     minutes = (trips[DROPOFF] - pickup).dt.total_seconds() / 60
-    outside = ~pickup.between(month.start, month.end, inclusive="left")
+    outside = pickups_outside(trips, month)
     return SplitProfile(
         month=str(month),
         rows=len(trips),
@@ -84,6 +88,27 @@ def profile_split(trips: pd.DataFrame, month: Month) -> SplitProfile:
         duration_minutes_quantiles=_quantiles(minutes),
         trip_distance_quantiles=_quantiles(trips[DISTANCE]),
     )
+
+
+def pickups_outside(trips: pd.DataFrame, month: Month) -> pd.Series:
+    """Rows whose pickup is not in `month` (or has no timestamp)."""
+    return ~trips[PICKUP].between(month.start, month.end, inclusive="left")
+
+
+def check_month(trips: pd.DataFrame, month: Month, name: str) -> None:
+    """Refuse a file that is empty or mostly holds another month (a mislabelled download).
+
+    A few stray pickups are normal in TLC files (2009 dates, the next month's first hours):
+    they are kept, as the course keeps them, and counted in {split}_rows_outside_month.
+    """
+    if trips.empty:
+        raise PipelineError(f"{name} has no rows; pick another month")
+    share = float(pickups_outside(trips, month).mean())
+    if share > MAX_OUTSIDE_SHARE:
+        raise PipelineError(
+            f"{share:.0%} of the pickups in {name} are not in {month}; the file does not hold "
+            "that month: replace it with the one TLC publishes"
+        )
 
 
 def _quantiles(values: pd.Series) -> dict[str, float | None]:
@@ -103,10 +128,7 @@ def load_splits(
     for split, month in zip(SPLITS, months, strict=True):
         path = fetch_month(source, taxi, str(month), cache_dir)
         trips = read_trips(path)
-        if trips.empty:
-            raise PipelineError(
-                f"{tlc_file_name(taxi, str(month))} has no rows; pick another {split} month"
-            )
+        check_month(trips, month, tlc_file_name(taxi, str(month)))
         splits.append(SplitData(split, month, month_location(source, taxi, str(month)), trips))
     return splits
 
@@ -137,7 +159,9 @@ def main(
             }
         )
         fingerprint = source_fingerprint(source, taxi, [str(m) for m in months])
+        started = time.perf_counter()
         splits = load_splits(taxi, months, source, cache)
+        load_seconds = time.perf_counter() - started
         profile: dict[str, SplitProfile] = {}
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / RAW_DIR
@@ -159,6 +183,8 @@ def main(
                 f"{split}_rows": p.rows,
                 f"{split}_rows_outside_month": p.rows_outside_month,
             }
+        rows = sum(len(d.trips) for d in splits)
+        metrics |= {"load_seconds": load_seconds, "rows_per_second": rows / load_seconds}
         tracking.log_metrics(metrics)
         tracking.set_tags({"taxi": taxi, **{f"{d.split}_month": str(d.month) for d in splits}})
         tracking.set_tags({DATA_TAG: fingerprint or "unknown"})

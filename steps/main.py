@@ -45,6 +45,7 @@ from steps.contracts import (
     TRAIN_BEST,
 )
 from steps.errors import exits_cleanly
+from steps.preflight import redact
 from steps.reuse import code_fingerprint, mlproject_types, params_equal, parse_force
 from steps.tlc import source_fingerprint
 
@@ -204,6 +205,8 @@ def main(force: str, **params: Any) -> None:
     with tracking.step_run(MAIN) as run:
         tracking.log_params({**params, "force": force})
         experiment_id = run.info.experiment_id
+        for stale in tracking.end_stale_runs(experiment_id, keep=run.info.run_id):
+            print(f"main: ended stale run {stale} (its process is gone) as KILLED")
         runs: dict[str, Any] = {}
         reused: list[str] = []
         upstream: str | None = None
@@ -227,7 +230,7 @@ def main(force: str, **params: Any) -> None:
             | {f"step.{s}.reused": str(s in reused).lower() for s in runs}
             | {"reused": ",".join(reused) or "none"}
         )
-        print(render(summary, run.info.run_id, tracking.tracking_uri()))
+        print(render(summary, run.info.run_id, redact(tracking.tracking_uri())))
 
 
 if __name__ == "__main__":

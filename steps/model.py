@@ -33,7 +33,7 @@ class TripDurationModel(PythonModel):
     def predict(
         self,
         context: PythonModelContext,
-        model_input,  # untyped on purpose: a type hint switches on MLflow's type-hint schema
+        model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> np.ndarray:
         records = pd.DataFrame(model_input)

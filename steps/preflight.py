@@ -44,8 +44,9 @@ def check_tracking_server(uri: str) -> None:
     except requests.RequestException as exc:
         reason = type(exc).__name__
         raise PipelineError(
-            f"cannot reach the tracking server at {uri} ({reason}); check MLFLOW_TRACKING_URI, "
-            f"that `mlflow server` runs there, and that the firewall or security group opens "
+            f"cannot reach the tracking server at {redact(uri)} ({reason}); check "
+            "MLFLOW_TRACKING_URI, that `mlflow server` runs there, and that the firewall or "
+            "security group opens "
             f"port {parsed.port or (443 if parsed.scheme == 'https' else 80)}"
         ) from None
     if response.ok:
@@ -53,24 +54,46 @@ def check_tracking_server(uri: str) -> None:
     status = response.status_code
     if status == 403 and HOST_REJECTED in response.text:
         raise PipelineError(
-            f"the tracking server at {uri} rejected the Host header {host!r} (HTTP 403); "
+            f"the tracking server at {redact(uri)} rejected the Host header {host!r} (HTTP 403); "
             f"start it with --allowed-hosts '{host}' (or list every name clients use)"
         )
     if status == 401:
         raise PipelineError(
-            f"the tracking server at {uri} requires a login (HTTP 401); set "
+            f"the tracking server at {redact(uri)} requires a login (HTTP 401); set "
             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
             + (" (the ones set were refused)" if os.environ.get("MLFLOW_TRACKING_USERNAME") else "")
         )
     if status == 403:
         raise PipelineError(
-            f"the tracking server at {uri} refused user "
+            f"the tracking server at {redact(uri)} refused user "
             f"{os.environ.get('MLFLOW_TRACKING_USERNAME', '?')!r} (HTTP 403); ask its admin for "
             "access or use another account"
         )
     raise PipelineError(
-        f"the tracking server at {uri} answered HTTP {status} to an API call; check that "
+        f"the tracking server at {redact(uri)} answered HTTP {status} to an API call; check that "
         "MLFLOW_TRACKING_URI points at an MLflow tracking server"
+    )
+
+
+def redact(uri: str) -> str:
+    """`uri` without a password (http://user:secret@host -> http://user:***@host)."""
+    parsed = urlparse(uri)
+    if parsed.password is None:
+        return uri
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+    return parsed._replace(netloc=netloc).geturl()
+
+
+def lost_server_message(exc: BaseException, uri: str) -> str | None:
+    """One line for an MLflow call that gave up on the tracking server mid-step, else None."""
+    text = str(exc)
+    if not (text.startswith("API request to") or isinstance(exc, requests.ConnectionError)):
+        return None
+    cause = text.split(" failed with exception ", 1)[-1].split(" (Caused by", 1)[0]
+    return (
+        f"lost the tracking server at {redact(uri)} after MLflow's retries ({cause[:160]}); "
+        "nothing after that point was recorded: rerun main once the server is back "
+        "(finished steps are reused)"
     )
 
 

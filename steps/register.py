@@ -10,6 +10,7 @@ Artifact: registration.json (what was registered and why the champion moved or s
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 import click
@@ -33,6 +34,9 @@ from steps.contracts import (
     trips_split_path,
 )
 from steps.errors import exits_cleanly
+
+SETTLE_ROUNDS = 5
+SETTLE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,33 @@ def incumbent_score(
     return Incumbent(str(champion.version), rmse, f"re-scored on {data_tags.get('test_month')}")
 
 
+def settle_champion(
+    model_name: str,
+    number: str,
+    test_rmse: float,
+    data_tags: dict[str, str],
+    test_trips: pd.DataFrame,
+) -> tuple[Decision, Incumbent | None]:
+    """Move `champion` to version `number` if it beats the champion, safely against a second
+    register running at the same moment.
+
+    The registry has no compare-and-set, so after moving the alias this waits a moment and
+    reads it back; if another run moved it meanwhile, the two versions are compared again. Both
+    runs converge on the better version whatever the interleaving.
+    """
+    for _ in range(SETTLE_ROUNDS):
+        incumbent = incumbent_score(model_name, data_tags, test_trips)
+        decision = decide_champion(test_rmse, incumbent, number)
+        if not decision.promote or (incumbent is not None and incumbent.version == number):
+            return decision, incumbent
+        tracking.set_alias(model_name, CHAMPION, number)
+        time.sleep(SETTLE_SECONDS)
+        current = tracking.aliased_version(model_name, CHAMPION)
+        if current is not None and str(current.version) == number:
+            return decision, incumbent
+    return decision, incumbent
+
+
 def incumbent_version(incumbent: Incumbent | None) -> str:
     return incumbent.version if incumbent else "none"
 
@@ -114,7 +145,6 @@ def main(train_run: str, model_name: str) -> None:
         data_tags = tracking.data_tags(trained)
         test_rmse = trained.data.metrics["test_rmse"]
 
-        incumbent = incumbent_score(model_name, data_tags, test_trips)
         version_tags = {
             **data_tags,
             "encoding": trained.data.tags.get("encoding", ""),
@@ -122,31 +152,21 @@ def main(train_run: str, model_name: str) -> None:
             "val_rmse": f"{trained.data.metrics['val_rmse']:.6f}",
             "source_run": trained.info.run_id,
         }
-        # Registering the same training run again would only duplicate the version.
-        existing = tracking.versions_from_run(model_name, trained.info.run_id)
-        created = not existing
-        decision = decide_champion(
-            test_rmse, incumbent, str(existing[0].version) if existing else None
+        number, created = tracking.get_or_create_version(
+            model_name,
+            trained.data.tags[MODEL_URI_TAG],
+            trained.info.run_id,
+            version_tags,
+            description=(
+                f"XGBoost trip duration; test RMSE {test_rmse:.3f} min on "
+                f"{data_tags.get('taxi')} {data_tags.get('test_month')}"
+            ),
         )
-        version = (
-            existing[0]
-            if existing
-            else tracking.create_version(
-                model_name,
-                trained.data.tags[MODEL_URI_TAG],
-                trained.info.run_id,
-                version_tags,
-                description=(
-                    f"XGBoost trip duration; test RMSE {test_rmse:.3f} min on "
-                    f"{data_tags.get('taxi')} {data_tags.get('test_month')}"
-                ),
-            )
-        )
-        number = str(version.version)  # an int in some MLflow versions, a str in others
         try:
             tracking.set_alias(model_name, CHALLENGER, number)
-            if decision.promote:
-                tracking.set_alias(model_name, CHAMPION, number)
+            decision, incumbent = settle_champion(
+                model_name, number, test_rmse, data_tags, test_trips
+            )
         except BaseException:
             if created:  # never leave a version without its aliases
                 tracking.delete_version(model_name, number)

@@ -102,6 +102,7 @@ def fetch_month(source: str, taxi: str, month: str, cache_dir: Path) -> Path:
         return path
 
     cache_dir.mkdir(parents=True, exist_ok=True)
+    remove_orphan_parts(cache_dir)
     cached = cache_dir / name
     if cached.is_file():
         try:
@@ -111,6 +112,27 @@ def fetch_month(source: str, taxi: str, month: str, cache_dir: Path) -> Path:
             cached.unlink()  # a corrupt cache entry is never trusted; fetch it again
     download(month_location(source, taxi, month), cached)
     return cached
+
+
+def remove_orphan_parts(cache_dir: Path) -> list[Path]:
+    """Delete temp files of downloads whose process died (SIGKILL skips `finally`)."""
+    removed = []
+    for part in cache_dir.glob(".*.part"):
+        pid = part.name.rsplit(".", 2)[-2]
+        if not (pid.isdigit() and _process_alive(int(pid))):
+            part.unlink(missing_ok=True)
+            removed.append(part)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def download(url: str, dest: Path) -> None:

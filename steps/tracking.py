@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import os
+import socket
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -18,25 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.projects
-import mlflow.xgboost
 import pandas as pd
-from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import ExecutionException, MlflowException
-from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema
 
 from steps.contracts import (
     CODE_TAG,
     DATA_TAGS,
     DISTANCE,
     DO,
+    HOST_TAG,
     MODEL_TAG,
     MODEL_TAG_VALUE,
     PARENT_RUN_TAG,
+    PID_TAG,
     PROJECT_DIR,
     PU,
     STEP_TAG,
@@ -70,7 +69,14 @@ def step_run(step: str) -> Iterator[Run]:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     check_tracking_server(tracking_uri())
     with mlflow.start_run() as run:
-        mlflow.set_tags({STEP_TAG: step, CODE_TAG: code_fingerprint(PROJECT_DIR, step)})
+        mlflow.set_tags(
+            {
+                STEP_TAG: step,
+                CODE_TAG: code_fingerprint(PROJECT_DIR, step),
+                HOST_TAG: socket.gethostname(),
+                PID_TAG: os.getpid(),
+            }
+        )
         yield run
 
 
@@ -125,12 +131,14 @@ def log_figure(figure: Any, artifact_file: str) -> None:
 
 def log_dataset(frame: pd.DataFrame, source: str, name: str, context: str) -> None:
     """Record a split as an MLflow dataset input of the active run (UI: Datasets used)."""
+    from mlflow.data.pandas_dataset import from_pandas  # one step needs it; seconds to import
+
     with warnings.catch_warnings():
         # MLflow warns that a path source is ambiguous and that integer columns cannot hold
         # missing values; neither applies to a dataset record.
         warnings.simplefilter("ignore", UserWarning)
         dataset = from_pandas(frame, source=source, name=name)
-    mlflow.log_input(dataset, context=context)
+        mlflow.log_input(dataset, context=context)
 
 
 # --- launching steps (main) ------------------------------------------------------------------
@@ -144,6 +152,8 @@ def launch_step(project_dir: Path, entry_point: str, parameters: Mapping[str, An
     already printed its one-line error; this adds which step and run, and ends whatever the
     step left RUNNING (trials of a killed hpo, say) as FAILED.
     """
+    import mlflow.projects  # only main launches steps
+
     parent = active_run()
     try:
         submitted = mlflow.projects.run(
@@ -214,6 +224,41 @@ def finished_step_runs(experiment_id: str, step: str, fingerprint: str) -> Itera
         token = page.token
         if not token:
             return
+
+
+def end_stale_runs(experiment_id: str, keep: str) -> list[str]:
+    """End RUNNING pipeline runs on this host whose process is gone (a killed step, a closed
+    laptop) as KILLED, with everything below them; returns their ids.
+
+    Runs whose process still lives (another main running now) and runs from other hosts are
+    left alone: from here nobody can tell whether those are alive.
+    """
+    query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{socket.gethostname()}'"
+    stale = []
+    token = None
+    while True:
+        page = client().search_runs([experiment_id], query, max_results=_PAGE, page_token=token)
+        for run in page:
+            pid = int(run.data.tags.get(PID_TAG, "0"))
+            if run.info.run_id != keep and pid and not _pipeline_process_alive(pid):
+                end_running_descendants(run, "KILLED")
+                stale.append(run.info.run_id)
+        token = page.token
+        if not token:
+            return stale
+
+
+def _pipeline_process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():  # a reused pid belongs to some other program
+        return b"steps." in cmdline.read_bytes()
+    return True
 
 
 # --- upstream runs --------------------------------------------------------------------------
@@ -341,6 +386,8 @@ def autolog_xgboost() -> None:
 
     The model itself is logged once, as the pyfunc that embeds the preprocessor.
     """
+    import mlflow.xgboost  # only train_best trains with autolog
+
     mlflow.xgboost.autolog(log_models=False, log_datasets=False, silent=True)
 
 
@@ -351,21 +398,43 @@ def model_requirements() -> list[str]:
     return [f"{name}=={importlib.metadata.version(name)}" for name in names]
 
 
-def model_signature() -> ModelSignature:
-    """Raw trip records in (zone IDs as integers, distance in miles), minutes out."""
+def model_signature() -> Any:
+    """Raw trip records in (the three columns required, any numeric type), minutes out.
+
+    The inputs are typed `any` on purpose: MLflow refuses int64 for a double column and floats
+    (or a missing value, NaN) for a long one, while raw records bring all of these. The model
+    itself checks the columns are numeric (features.model_input), with a message that names
+    the column, and treats a missing or unknown zone as missing.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
+
     return ModelSignature(
-        inputs=Schema([ColSpec("long", PU), ColSpec("long", DO), ColSpec("double", DISTANCE)]),
+        inputs=Schema([ColSpec(AnyType(), name) for name in (PU, DO, DISTANCE)]),
         outputs=Schema([ColSpec("double")]),
     )
 
 
 def log_pyfunc_model(**kwargs: Any) -> str:
     """Log a pyfunc model to the active run; returns its `models:/m-...` URI."""
-    info = mlflow.pyfunc.log_model(**kwargs)
+    import mlflow.pyfunc
+
+    # MLflow warns that a pickled python_model needs caution; its class ships as code
+    # (code_paths), and the pickle holds only the two artifact names.
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_logger.level
+    pyfunc_logger.setLevel(logging.ERROR)
+    try:
+        info = mlflow.pyfunc.log_model(**kwargs)
+    finally:
+        pyfunc_logger.setLevel(level)
     return str(info.model_uri)
 
 
 def load_pyfunc(model_uri: str) -> Any:
+    import mlflow.pyfunc
+
     return mlflow.pyfunc.load_model(model_uri)
 
 
@@ -379,31 +448,32 @@ def aliased_version(name: str, alias: str) -> ModelVersion | None:
         raise
 
 
-def create_version(
+def get_or_create_version(
     name: str, model_uri: str, run_id: str, tags: Mapping[str, Any], description: str
-) -> ModelVersion:
-    """Register `model_uri` as a new version of `name` (creating the model if needed).
+) -> tuple[str, bool]:
+    """The version of `name` registered from `run_id`, registering it (and the model) if there
+    is none yet; returns its number and whether it was created now.
 
-    Tags and description go in the same call, so a version never exists without them.
+    Registering the same run twice would only duplicate the version. Tags and description go
+    in the creating call, so a version never exists without them.
     """
     c = client()
+    existing = list(c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"))
+    if existing:
+        return str(existing[0].version), False
     try:
         c.create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    return c.create_model_version(
+    version = c.create_model_version(
         name,
         model_uri,
         run_id=run_id,
         tags={k: str(v) for k, v in tags.items()},
         description=description,
     )
-
-
-def versions_from_run(name: str, run_id: str) -> list[ModelVersion]:
-    """Versions of `name` registered from `run_id` (none if the model does not exist)."""
-    return list(client().search_model_versions(f"name = '{name}' and run_id = '{run_id}'"))
+    return str(version.version), True  # an int in some MLflow versions, a str in others
 
 
 def set_alias(name: str, alias: str, version: str) -> None:

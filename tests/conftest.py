@@ -19,10 +19,10 @@ FAST_HPO = {"max_evals": "3", "num_boost_round": "60", "early_stopping_rounds": 
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by its folder (unit, integration, e2e)."""
+    """Mark each test by its folder (unit, integration, e2e, reliability)."""
     for item in items:
         kind = Path(str(item.fspath)).relative_to(PROJECT_DIR / "tests").parts[0]
-        if kind in ("unit", "integration", "e2e"):
+        if kind in ("unit", "integration", "e2e", "reliability"):
             item.add_marker(kind)
 
 

@@ -1,5 +1,6 @@
 """The TLC download against a real HTTP server on 127.0.0.1 serving real sample files."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,13 @@ def test_ingest_cli_downloads_through_the_cache_and_refuses_an_unpublished_month
         r.info.status for r in MlflowClient(env["MLFLOW_TRACKING_URI"]).search_runs(["0"])
     )
     assert statuses == ["FAILED", "FINISHED"]
+
+
+def test_a_part_file_left_by_a_killed_download_is_removed(server, tmp_path):
+    orphan = tmp_path / f".{NAME}.999999.part"
+    orphan.write_bytes(b"half a download")
+    live = tmp_path / f".green_tripdata_2021-02.parquet.{os.getpid()}.part"
+    live.write_bytes(b"a download in progress")
+    fetch_month(server.url, "green", "2021-01", tmp_path)
+    assert not orphan.exists()
+    assert live.exists()  # its process (this one) still runs

@@ -17,6 +17,7 @@ class TLCServer:
         self.folder = folder
         self.faults: dict[str, str] = {}
         self.hits: Counter[str] = Counter()
+        self.stopped = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,6 +55,10 @@ class TLCServer:
                 if cut:  # promises the whole file, sends half, hangs up
                     self._send(body[: len(body) // 2], "application/octet-stream", len(body))
                     return
+                if fault == "stall":  # sends half, then hangs until the test ends
+                    self._send(body[: len(body) // 2], "application/octet-stream", len(body))
+                    server.stopped.wait(60)
+                    return
                 if fault == "truncated":  # a half file, served honestly as such
                     body = body[: len(body) // 2]
                 self._send(body, "application/octet-stream", len(body))
@@ -79,5 +84,6 @@ class TLCServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
         self.httpd.shutdown()
         self.httpd.server_close()

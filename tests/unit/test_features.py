@@ -50,11 +50,27 @@ def test_filter_trips_keeps_inclusive_range_and_counts_drops():
     assert stats.rows_dropped == 3
 
 
-def test_filter_trips_drops_rows_missing_a_feature():
-    frame = trips([10, 10, 10], pu=[1.0, np.nan, 3.0])
+def test_filter_trips_keeps_rows_with_bad_features_and_counts_them():
+    frame = trips(
+        [10, 10, 10, 10, 10],
+        pu=[1.0, np.nan, 3.0, 999, 4],
+        distance=[1.0, 2.0, -3.0, 1.0, 50_000.0],
+    )
     kept, stats = filter_trips(frame, 1, 60)
-    assert len(kept) == 2
-    assert stats.dropped_missing == 1
+    assert len(kept) == 5
+    assert stats.unknown_zone == 2  # null and 999
+    assert stats.invalid_distance == 2  # negative and 50,000 miles
+
+
+def test_invalid_distances_become_missing_for_the_model():
+    frame = pd.DataFrame({PU: [1, 2, 3, 4], DO: [1, 2, 3, 4], DISTANCE: [2.5, -1, 250.0, None]})
+    for encoding in ("categorical", "onehot"):
+        matrix = make_preprocessor(encoding).fit(frame).transform(frame)
+        distance = (
+            matrix[DISTANCE].to_numpy() if encoding == "categorical" else matrix.toarray()[:, -1]
+        )
+        assert distance[0] == 2.5
+        assert np.isnan(distance[1:]).all()
 
 
 def test_zone_codes_fix_the_category_set_and_mark_unknown_zones_missing():
