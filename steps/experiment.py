@@ -24,6 +24,20 @@ def is_mlflow_run_command(argv: list[str]) -> bool:
     return len(argv) >= 2 and Path(argv[0]).name in ("mlflow", "__main__.py") and argv[1] == "run"
 
 
+def _exit_unless_writable(experiment_id: str) -> None:
+    """One line and exit 2 if the logged-in user may only read the experiment."""
+    import mlflow
+
+    from steps.errors import EXIT_USER_ERROR, PipelineError
+    from steps.preflight import check_can_write  # imports this module: import late
+
+    try:
+        check_can_write(mlflow.get_tracking_uri(), experiment_id, EXPERIMENT_NAME)
+    except PipelineError as exc:
+        print(f"mlflow run: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+
+
 class PipelineExperimentProvider(DefaultExperimentProvider):
     def in_context(self) -> bool:
         return is_mlflow_run_command(sys.argv)
@@ -32,6 +46,7 @@ class PipelineExperimentProvider(DefaultExperimentProvider):
         client = MlflowClient()
         experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
         if experiment is not None:
+            _exit_unless_writable(str(experiment.experiment_id))
             return str(experiment.experiment_id)
         try:
             return str(client.create_experiment(EXPERIMENT_NAME))

@@ -87,7 +87,9 @@ def redact(uri: str) -> str:
 def lost_server_message(exc: BaseException, uri: str) -> str | None:
     """One line for an MLflow call that gave up on the tracking server mid-step, else None."""
     text = str(exc)
-    if not (text.startswith("API request to") or isinstance(exc, requests.ConnectionError)):
+    # "... failed with exception <connection error>" is MLflow giving up on the network;
+    # "... failed with error code 403" is an answer, not a lost server.
+    if not (" failed with exception " in text or isinstance(exc, requests.ConnectionError)):
         return None
     cause = text.split(" failed with exception ", 1)[-1].split(" (Caused by", 1)[0]
     return (
@@ -95,6 +97,40 @@ def lost_server_message(exc: BaseException, uri: str) -> str | None:
         "nothing after that point was recorded: rerun main once the server is back "
         "(finished steps are reused)"
     )
+
+
+WRITE_PERMISSIONS = ("EDIT", "MANAGE")
+
+
+def check_can_write(uri: str, experiment_id: str, experiment_name: str) -> None:
+    """Raise PipelineError if a basic-auth server lets the logged-in user only read the
+    experiment (MLflow would otherwise fail at its first write, with a traceback).
+
+    Servers without basic auth do not answer the permission API; they are left to MLflow.
+    """
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if urlparse(uri).scheme not in ("http", "https") or not user:
+        return
+    try:
+        response = requests.get(
+            f"{uri.rstrip('/')}/api/3.0/mlflow/users/permissions/get",
+            params={"username": user, "resource_type": "experiment", "resource_id": experiment_id},
+            auth=_auth(),
+            headers=_bearer(),
+            timeout=TIMEOUT_SECONDS,
+            verify=_verify(),
+        )
+    except requests.RequestException:
+        return
+    if not response.ok:
+        return
+    permission = str(response.json().get("permission", ""))
+    if permission not in WRITE_PERMISSIONS:
+        raise PipelineError(
+            f"user {user!r} may not write to experiment {experiment_name!r} (id {experiment_id}) "
+            f"at {redact(uri)}: permission {permission} (HTTP 403 on write); ask its owner or an "
+            "admin for EDIT, or pass --experiment-name with a new experiment"
+        )
 
 
 def _auth() -> tuple[str, str] | None:

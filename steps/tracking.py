@@ -439,13 +439,15 @@ def load_pyfunc(model_uri: str) -> Any:
 
 
 def aliased_version(name: str, alias: str) -> ModelVersion | None:
-    """The version `alias` points at, or None if the model or the alias does not exist."""
-    try:
-        return client().get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            return None
-        raise
+    """The version `alias` points at, or None if the model or the alias does not exist.
+
+    The model is looked up by search first: with basic auth, a non-admin user asking for an alias
+    of a model that does not exist gets 403, not 404.
+    """
+    found = client().search_registered_models(f"name = '{name}'", max_results=1)
+    if not found or alias not in found[0].aliases:
+        return None
+    return client().get_model_version(name, str(found[0].aliases[alias]))
 
 
 def get_or_create_version(
@@ -472,6 +474,8 @@ def get_or_create_version(
         run_id=run_id,
         tags={k: str(v) for k, v in tags.items()},
         description=description,
+        # A tracking server accepts a models:/m-<id> source only together with that model_id.
+        model_id=model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None,
     )
     return str(version.version), True  # an int in some MLflow versions, a str in others
 
