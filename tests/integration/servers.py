@@ -301,13 +301,15 @@ class MlflowServer:
     --app-name basic-auth, users in their own database; clients need a username and password.
     """
 
-    def __init__(self, mode: str, postgres: Postgres, s3: S3, workdir: Path) -> None:
+    def __init__(
+        self, mode: str, postgres: Postgres, s3: S3, workdir: Path, name: str | None = None
+    ) -> None:
         self.mode = mode
         self.s3 = s3
         self.port = free_port()
         self.uri = f"http://{HOST}:{self.port}"
-        self.bucket = f"mlflow-{mode}"
-        self.database = f"mlflow_{mode}"
+        self.bucket = f"mlflow-{name or mode}"
+        self.database = f"mlflow_{(name or mode).replace('-', '_')}"
         self.admin_password = new_secret("admin") if mode == AUTH else ""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -336,8 +338,9 @@ class MlflowServer:
         assert argv[:2] == ["mlflow", "server"], argv
         self.argv = [str(BIN_DIR / "mlflow"), *argv[1:]]
         env = {k: v for k, v in os.environ.items() if not _is_client_setting(k)}
+        self.env = env | server_env
         self.process = Process(
-            f"mlflow server ({mode})", self.argv, env | server_env, workdir / "server.log"
+            f"mlflow server ({mode})", self.argv, self.env, workdir / "server.log"
         )
 
     def _auth_env(self, postgres: Postgres) -> dict[str, str]:
@@ -398,6 +401,13 @@ class MlflowServer:
 
     def stop(self) -> None:
         self.process.stop()
+
+    def restart(self) -> MlflowServer:
+        """Start the same server again (same port, database and bucket) after stop()."""
+        self.process = Process(
+            self.process.name, self.argv, self.env, self.workdir / "server-restarted.log"
+        )
+        return self.wait_ready()
 
 
 def _is_client_setting(name: str) -> bool:

@@ -1,0 +1,135 @@
+"""Faults around a tracking server (PostgreSQL + S3 behind `mlflow server`, as on a VM): the
+server stopped and restarted during a run, the server gone for good, two pipelines at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from steps.contracts import STEP_TAG
+from tests.conftest import DATA_DIR, FAST_HPO, error_lines, mlflow_run_command, subprocess_env
+from tests.integration.servers import PROXIED, S3, MlflowServer, Postgres
+from tests.reliability.test_faults import wait_for
+
+PARAMS = {"source": str(DATA_DIR), **FAST_HPO}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[MlflowServer]:
+    workdir = tmp_path_factory.mktemp("server-faults")
+    with pytest.MonkeyPatch.context() as env, ExitStack() as cleanup:
+        for name in list(os.environ):
+            if name.startswith(("AWS_", "MLFLOW_TRACKING_", "MLFLOW_S3_")):
+                env.delenv(name)
+        postgres = Postgres()
+        cleanup.callback(postgres.stop)
+        postgres.start()
+        s3 = S3(workdir)
+        cleanup.callback(s3.stop)
+        server = MlflowServer(PROXIED, postgres, s3, workdir / "server", name="faults")
+        cleanup.callback(lambda: server.stop())
+        yield server.wait_ready()
+
+
+def start_main(server: MlflowServer, cwd, experiment: str, **params: str) -> subprocess.Popen:
+    command = mlflow_run_command(
+        "-e", "main", "--experiment-name", experiment, params={**PARAMS, **params}
+    )
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=subprocess_env(**server.client_env()),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def trials_logged(client: MlflowClient, experiment: str) -> bool:
+    try:
+        exp = client.get_experiment_by_name(experiment)
+        return bool(exp and client.search_runs([exp.experiment_id], "tags.`model` = 'xgboost'"))
+    except Exception:
+        return False
+
+
+def statuses(client: MlflowClient, experiment: str) -> dict[str, str]:
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return {r.info.run_id: (r.data.tags.get(STEP_TAG, ""), r.info.status) for r in runs}
+
+
+def test_server_stopped_and_restarted_mid_run_loses_no_result(server, tmp_path):
+    client = MlflowClient(server.uri)
+    pipeline = start_main(server, tmp_path, "restart", max_evals="20")
+    wait_for(lambda: trials_logged(client, "restart"), what="the first trial")
+    server.stop()
+    subprocess.run(["sleep", "5"], check=True)  # down long enough for calls to fail and retry
+    server.restart()
+    _, stderr = pipeline.communicate(timeout=600)
+    assert pipeline.returncode == 0, stderr[-3000:]
+    runs = statuses(client, "restart")
+    assert {status for _, status in runs.values()} == {"FINISHED"}
+    assert sum(step == "hpo_trial" for step, _ in runs.values()) == 20
+    exp = client.get_experiment_by_name("restart")
+    main = client.search_runs([exp.experiment_id], f"tags.`{STEP_TAG}` = 'main'")[0]
+    assert {"best_val_rmse", "test_rmse"} <= set(main.data.metrics)
+
+
+def test_server_gone_for_good_fails_in_one_line_and_the_next_main_resumes(server, tmp_path):
+    client = MlflowClient(server.uri)
+    impatient = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    command = mlflow_run_command(
+        "-e", "main", "--experiment-name", "gone", params={**PARAMS, "max_evals": "20"}
+    )
+    pipeline = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=subprocess_env(**server.client_env(), **impatient),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: trials_logged(client, "gone"), what="the first trial")
+    server.stop()
+    _, stderr = pipeline.communicate(timeout=600)
+    assert pipeline.returncode != 0
+    lost = [line for line in error_lines(stderr) if "lost the tracking server" in line]
+    assert lost and lost[0].startswith("hpo: error: lost the tracking server at http://")
+    server.restart()
+
+    rerun = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=subprocess_env(**server.client_env()),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "as KILLED" in rerun.stdout  # what the lost server left RUNNING is ended
+    runs = statuses(client, "gone")
+    assert "RUNNING" not in {status for _, status in runs.values()}
+    mains = [s for step, s in runs.values() if step == "main"]
+    assert "FINISHED" in mains
+
+
+def test_two_mains_at_once_against_one_server_end_with_one_best_champion(server, tmp_path):
+    client = MlflowClient(server.uri)
+    model = "concurrent-taxi"
+    pipelines = [
+        start_main(server, tmp_path, "concurrent", seed=str(seed), model_name=model)
+        for seed in (1, 2)
+    ]
+    for pipeline in pipelines:
+        _, stderr = pipeline.communicate(timeout=600)
+        assert pipeline.returncode == 0, stderr[-3000:]
+    versions = client.search_model_versions(f"name = '{model}'")
+    assert len(versions) == 2
+    best = min(versions, key=lambda v: float(v.tags["test_rmse"]))
+    assert str(client.get_model_version_by_alias(model, "champion").version) == str(best.version)
