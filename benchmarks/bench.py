@@ -231,7 +231,7 @@ def scale(data: Path, work: Path, env: dict[str, str], repeats: int, evals: int)
     featurize = measured_step("featurize", ["--ingest-run", ingest["uri"]], work, env)
     hpo = measured_step(
         "hpo",
-        ["--features-run", featurize["uri"], "--max-evals", str(evals)],
+        ["--features-run", featurize["uri"], "--max-evals", str(evals), "--num-boost-round", "200"],
         work,
         env,
     )
