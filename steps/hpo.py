@@ -41,11 +41,11 @@ from steps.features import FeatureMatrix, load_matrix
 
 PACKAGE_DIR = "steps"
 
-# Depth above 12 costs seconds a trial for worse models on three features; learning rates
-# below 0.05 need more than 1000 rounds.
+# Depth above 12 costs seconds a trial for worse models on three features. Learning rates below
+# 0.08 buy no RMSE here (measured: 5.994 at 0.085 vs 5.995 at 0.052) for twice the trees.
 SEARCH_SPACE = {
     "max_depth": scope.int(hp.quniform("max_depth", 3, 12, 1)),
-    "learning_rate": hp.loguniform("learning_rate", math.log(0.05), math.log(0.5)),
+    "learning_rate": hp.loguniform("learning_rate", math.log(0.08), math.log(0.5)),
     "min_child_weight": hp.loguniform("min_child_weight", -1, 3),
     "reg_alpha": hp.loguniform("reg_alpha", -5, -1),
     "reg_lambda": hp.loguniform("reg_lambda", -6, -1),

@@ -7,6 +7,7 @@ once (a remote server, retries, paging).
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import logging
@@ -48,7 +49,13 @@ _PAGE = 1000
 
 
 def client() -> MlflowClient:
-    return MlflowClient()
+    """A client for the current tracking URI, made once per URI (HPO calls it per trial)."""
+    return _client_for(tracking_uri())
+
+
+@functools.lru_cache(maxsize=4)
+def _client_for(uri: str) -> MlflowClient:
+    return MlflowClient(uri)
 
 
 def tracking_uri() -> str:
@@ -320,7 +327,10 @@ def load_json(run_id: str, artifact_file: str) -> Any:
 
 
 def start_trial(parent: Run, name: str, params: Mapping[str, Any]) -> str:
-    """Create one trial's nested run (tagged model=xgboost) with its parameters; returns its id."""
+    """Create one trial's nested run (tagged model=xgboost) with its parameters; returns its id.
+
+    Two calls, so a trial costs little beyond its fit even against a remote server.
+    """
     run = client().create_run(
         parent.info.experiment_id,
         run_name=name,
@@ -330,9 +340,7 @@ def start_trial(parent: Run, name: str, params: Mapping[str, Any]) -> str:
             STEP_TAG: "hpo_trial",
         },
     )
-    client().log_batch(
-        run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True
-    )
+    client().log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     return run.info.run_id
 
 
