@@ -143,9 +143,9 @@ def pipeline(
             "tags.`pipeline.step` = 'featurize' and tags.encoding = 'onehot'",
         )[0]
         n = course["onehot_trials"]
-        mlflow_run(
-            "hpo", {"features_run": f"runs:/{featurize.info.run_id}", "max_evals": n}, work, env
-        )
+        hpo_params = {"features_run": f"runs:/{featurize.info.run_id}", "max_evals": n}
+        hpo_params["num_boost_round"] = course["onehot_rounds"]
+        mlflow_run("hpo", hpo_params, work, env)
         hpo_onehot = client.search_runs(
             [exp.experiment_id], "tags.`pipeline.step` = 'hpo' and tags.encoding = 'onehot'"
         )[0]
@@ -156,6 +156,7 @@ def pipeline(
         onehot = summarize_curve(curve_onehot, n, target)
         onehot["featurize_seconds"] = round(featurize.data.metrics["featurize_seconds"], 2)
         onehot["n_features"] = int(featurize.data.metrics["n_features"])
+        onehot["num_boost_round"] = course["onehot_rounds"]
 
     return {
         "main": {
@@ -321,6 +322,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--course-trials", type=int, default=3)
     parser.add_argument("--onehot-trials", type=int, default=3)
+    parser.add_argument(
+        "--onehot-rounds", type=int, default=1000, help="num_boost_round of the onehot trials"
+    )
     parser.add_argument("--max-evals", type=int, default=50, help="main's HPO budget")
     parser.add_argument("--scale-repeats", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--scale-evals", type=int, default=3)
@@ -336,18 +340,22 @@ def main() -> None:
         print("course flow ...", file=sys.stderr, flush=True)
         course = course_flow(data, args.course_trials, work, env)
         course["onehot_trials"] = args.onehot_trials
+        course["onehot_rounds"] = args.onehot_rounds
+        print(json.dumps({"course": course}), file=sys.stderr, flush=True)
         print("pipeline ...", file=sys.stderr, flush=True)
         result: dict[str, Any] = {
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}",
             "data": str(data),
-            "course": {k: v for k, v in course.items() if k != "onehot_trials"},
+            "course": {k: v for k, v in course.items() if not k.startswith("onehot_")},
             **pipeline(data, work, env, course, args.max_evals),
         }
+        print(json.dumps(result), file=sys.stderr, flush=True)
         result["scale"] = []
         for repeats in args.scale_repeats:
             print(f"scale x{repeats} ...", file=sys.stderr, flush=True)
             result["scale"].append(scale(data, work, env, repeats, args.scale_evals))
+            print(json.dumps(result["scale"][-1]), file=sys.stderr, flush=True)
 
     print(table(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
