@@ -19,8 +19,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	@touch $@
 
+# The steps' commands call `python`: the venv must come first on PATH, as if activated.
 run: install ## Run the whole pipeline on the embedded store (sqlite:///mlflow.db)
-	$(BIN)/mlflow run . -e main --env-manager local $(ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow run . -e main --env-manager local $(ARGS)
 
 test: install ## Run the unit, integration and e2e tests
 	$(BIN)/pytest $(ARGS)

@@ -163,8 +163,10 @@ def test_pipeline_image_installs_like_ci_and_runs_main():
         "--env-manager",
         "local",
     ]
-    # Configured only by the environment at `docker run`: nothing baked in.
-    assert not [args for keyword, args in instructions if keyword in ("ENV", "ARG")]
+    # Configured only by the environment at `docker run`: nothing baked in but the venv on PATH
+    # (the steps' commands call `python`).
+    baked = [args for keyword, args in instructions if keyword in ("ENV", "ARG")]
+    assert baked == ['PATH="/app/.venv/bin:${PATH}"']
 
 
 def test_pipeline_image_leaves_local_state_and_secrets_out_of_the_context():
