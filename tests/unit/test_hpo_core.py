@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 
 from steps.contracts import DISTANCE, DO, PU
-from steps.features import CategoricalPreprocessor, FeatureMatrix
+from steps.features import CategoricalPreprocessor, FeatureMatrix, OneHotPreprocessor
 from steps.hpo import Budget, TrialResult, trials_table, tune
 
 
@@ -49,6 +49,18 @@ def test_tune_runs_max_evals_trials_and_logs_each():
     assert all(1 <= r.n_trees <= 40 for r in results)
     baseline = float(np.std(synthetic(300, 1).y))
     assert min(r.rmse for r in results) < baseline / 2
+
+
+def test_tune_works_on_the_sparse_onehot_encoding():
+    frame_train, frame_val = synthetic(400, 0), synthetic(200, 1)
+    raw = pd.DataFrame(
+        {PU: np.arange(400) % 20 + 1, DO: np.arange(400) % 7 + 1, DISTANCE: np.linspace(0, 9, 400)}
+    )
+    encoder = OneHotPreprocessor().fit(raw)
+    train = FeatureMatrix(encoder.transform(raw), frame_train.y)
+    val = FeatureMatrix(encoder.transform(raw.iloc[:200]), frame_val.y)
+    results = tune(train, val, Budget(2, 7, 20, 5), ListLogger())
+    assert len(results) == 2 and all(r.rmse > 0 for r in results)
 
 
 def test_tune_is_reproducible_with_the_same_seed():
