@@ -266,11 +266,17 @@ def scale(data: Path, work: Path, env: dict[str, str], repeats: int, evals: int)
 
 
 def table(result: dict[str, Any]) -> str:
+    lines = [f"machine: {result['machine']}", ""]
+    if "course" in result:
+        lines += pipeline_table(result)
+    lines += scale_table(result)
+    return "\n".join(lines)
+
+
+def pipeline_table(result: dict[str, Any]) -> list[str]:
     c, cat, one = result["course"], result["hpo_categorical"], result["hpo_onehot"]
     m, r = result["main"], result["main_rerun_all_reused"]
     lines = [
-        f"machine: {result['machine']}",
-        "",
         f"{'flow':<28}{'s/trial':>9}{'best val RMSE':>15}{'after':>7}{'s to course best':>18}",
     ]
     for name, row in (
@@ -297,6 +303,11 @@ def table(result: dict[str, Any]) -> str:
         f"rerun of the same main: wall {r['wall_seconds']:.1f} s, reused {r['reused']}",
         "",
     ]
+    return lines
+
+
+def scale_table(result: dict[str, Any]) -> list[str]:
+    lines = []
     for size in result["scale"]:
         lines.append(
             f"scale: {size['train_rows']:,} training rows ({size['note']}); "
@@ -314,7 +325,7 @@ def table(result: dict[str, Any]) -> str:
                 f"  {step:<10} {rate:>12,} rows/s  peak RSS {row['peak_rss_mib']:>5} MiB  "
                 f"process wall {row['wall_seconds']:>6.1f} s{extra}"
             )
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> None:
@@ -328,6 +339,9 @@ def main() -> None:
     parser.add_argument("--max-evals", type=int, default=50, help="main's HPO budget")
     parser.add_argument("--scale-repeats", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--scale-evals", type=int, default=3)
+    parser.add_argument(
+        "--only-scale", action="store_true", help="skip the course flow and the pipeline runs"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args()
     data = args.data.resolve()
@@ -337,19 +351,20 @@ def main() -> None:
         env = dict(os.environ)
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'bench.db'}"
         env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-        print("course flow ...", file=sys.stderr, flush=True)
-        course = course_flow(data, args.course_trials, work, env)
-        course["onehot_trials"] = args.onehot_trials
-        course["onehot_rounds"] = args.onehot_rounds
-        print(json.dumps({"course": course}), file=sys.stderr, flush=True)
-        print("pipeline ...", file=sys.stderr, flush=True)
         result: dict[str, Any] = {
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}",
             "data": str(data),
-            "course": {k: v for k, v in course.items() if not k.startswith("onehot_")},
-            **pipeline(data, work, env, course, args.max_evals),
         }
+        if not args.only_scale:
+            print("course flow ...", file=sys.stderr, flush=True)
+            course = course_flow(data, args.course_trials, work, env)
+            course["onehot_trials"] = args.onehot_trials
+            course["onehot_rounds"] = args.onehot_rounds
+            print(json.dumps({"course": course}), file=sys.stderr, flush=True)
+            print("pipeline ...", file=sys.stderr, flush=True)
+            result["course"] = {k: v for k, v in course.items() if not k.startswith("onehot_")}
+            result |= pipeline(data, work, env, course, args.max_evals)
         print(json.dumps(result), file=sys.stderr, flush=True)
         result["scale"] = []
         for repeats in args.scale_repeats:
