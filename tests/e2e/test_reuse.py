@@ -155,8 +155,9 @@ def test_a_killed_step_leaves_nothing_running_and_the_rerun_resumes_from_it(sess
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
-    hpo_pid = wait_for_trials_then_find("steps.hpo", session, "killed")
+    hpo_pid = wait_for_trials_then_find("steps.hpo", session, "killed", main.pid)
     subprocess.run(["kill", f"-{signal.SIGKILL.value}", str(hpo_pid)], check=True)
     _, stderr = main.communicate(timeout=300)
     assert main.returncode != 0
@@ -170,14 +171,19 @@ def test_a_killed_step_leaves_nothing_running_and_the_rerun_resumes_from_it(sess
         assert resumed.data.metrics[metric] == pytest.approx(reference.data.metrics[metric])
 
 
-def wait_for_trials_then_find(module: str, session: Session, experiment: str) -> int:
-    """Wait until the step has logged a trial; return the step process's pid."""
+def wait_for_trials_then_find(
+    module: str, session: Session, experiment: str, session_id: int
+) -> int:
+    """Wait until the step has logged a trial; return the pid of the step process in this
+    pipeline's session (never another pipeline's on the same machine)."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         exp = session.client.get_experiment_by_name(experiment)
         if exp and session.client.search_runs([exp.experiment_id], "tags.`model` = 'xgboost'"):
             found = subprocess.run(
-                ["pgrep", "-f", f"^python[0-9.]* -m {module} "], capture_output=True, text=True
+                ["pgrep", "-s", str(session_id), "-f", f"^python[0-9.]* -m {module} "],
+                capture_output=True,
+                text=True,
             ).stdout.split()
             if found:
                 return int(found[0])
