@@ -119,13 +119,14 @@ def remove_orphan_parts(cache_dir: Path) -> list[Path]:
     removed = []
     for part in cache_dir.glob(".*.part"):
         pid = part.name.rsplit(".", 2)[-2]
-        if not (pid.isdigit() and _process_alive(int(pid))):
+        if not (pid.isdigit() and process_alive(int(pid))):
             part.unlink(missing_ok=True)
             removed.append(part)
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on this host)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -44,6 +44,7 @@ from steps.contracts import (
 from steps.errors import PipelineError
 from steps.preflight import check_tracking_server
 from steps.reuse import code_fingerprint
+from steps.tlc import process_alive
 
 _PAGE = 1000
 
@@ -218,14 +219,15 @@ def finished_step_runs(experiment_id: str, step: str, fingerprint: str) -> Itera
         f"tags.`{STEP_TAG}` = '{step}' and tags.`{CODE_TAG}` = '{fingerprint}' "
         "and attributes.status = 'FINISHED'"
     )
+    yield from search_all(experiment_id, query, order_by=["attributes.start_time DESC"])
+
+
+def search_all(experiment_id: str, query: str, order_by: list[str] | None = None) -> Iterator[Run]:
+    """Every run of the experiment matching `query`, fetched page by page as it is consumed."""
     token = None
     while True:
         page = client().search_runs(
-            [experiment_id],
-            query,
-            order_by=["attributes.start_time DESC"],
-            max_results=100,
-            page_token=token,
+            [experiment_id], query, order_by=order_by, max_results=_PAGE, page_token=token
         )
         yield from page
         token = page.token
@@ -242,26 +244,17 @@ def end_stale_runs(experiment_id: str, keep: str) -> list[str]:
     """
     query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{socket.gethostname()}'"
     stale = []
-    token = None
-    while True:
-        page = client().search_runs([experiment_id], query, max_results=_PAGE, page_token=token)
-        for run in page:
-            pid = int(run.data.tags.get(PID_TAG, "0"))
-            if run.info.run_id != keep and pid and not _pipeline_process_alive(pid):
-                end_running_descendants(run, "KILLED")
-                stale.append(run.info.run_id)
-        token = page.token
-        if not token:
-            return stale
+    for run in list(search_all(experiment_id, query)):  # listed first: ending runs changes pages
+        pid = int(run.data.tags.get(PID_TAG, "0"))
+        if run.info.run_id != keep and pid and not _pipeline_process_alive(pid):
+            end_running_descendants(run, "KILLED")
+            stale.append(run.info.run_id)
+    return stale
 
 
 def _pipeline_process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_alive(pid):
         return False
-    except PermissionError:
-        return True
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.exists():  # a reused pid belongs to some other program
         return b"steps." in cmdline.read_bytes()
@@ -374,16 +367,7 @@ def fail_run(run_id: str) -> None:
 def child_runs(parent: Run, status: str = "FINISHED") -> list[Run]:
     """All child runs of `parent` with `status`, paging through any number of them."""
     query = f"tags.`{PARENT_RUN_TAG}` = '{parent.info.run_id}' and attributes.status = '{status}'"
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client().search_runs(
-            [parent.info.experiment_id], query, max_results=_PAGE, page_token=token
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return list(search_all(parent.info.experiment_id, query))
 
 
 # --- models and the registry --------------------------------------------------------------
