@@ -7,7 +7,7 @@ artifact or a column is a one-line change.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final
 
 # The project checkout the steps run from (a git URL run: MLflow's clone of it).
 PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
@@ -20,17 +20,22 @@ TRAIN_BEST: Final = "train_best"
 REGISTER: Final = "register"
 MAIN: Final = "main"
 STEPS: Final = (INGEST, FEATURIZE, HPO, TRAIN_BEST, REGISTER)
+# Lineage: each step after ingest reads one upstream run, given as this parameter (runs:/<id>).
+UPSTREAM: Final[dict[str, tuple[str, str]]] = {
+    FEATURIZE: ("ingest_run", INGEST),
+    HPO: ("features_run", FEATURIZE),
+    TRAIN_BEST: ("hpo_run", HPO),
+    REGISTER: ("train_run", TRAIN_BEST),
+}
 
 # --- experiment, registry and tracking defaults --------------------------------------------
 EXPERIMENT_NAME: Final = "nyc-taxi-experiment"
 MODEL_NAME: Final = "nyc-taxi-duration"
-DEFAULT_TRACKING_URI: Final = "sqlite:///mlflow.db"
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
 
 # --- data source ---------------------------------------------------------------------------
 TLC_URL: Final = "https://d37ci6vzurychx.cloudfront.net/trip-data"
-Taxi = Literal["green", "yellow"]
 TAXIS: Final = ("green", "yellow")
 DEFAULT_CACHE_DIR: Final = "~/.cache/nyc-taxi-duration"
 DEFAULT_MONTHS: Final = {"train": "2021-01", "val": "2021-02", "test": "2021-03"}
@@ -58,7 +63,6 @@ TARGET: Final = "duration"
 ZONE_IDS: Final = tuple(range(1, 266))
 
 # --- encodings -----------------------------------------------------------------------------
-Encoding = Literal["categorical", "onehot"]
 ENCODINGS: Final = ("categorical", "onehot")
 
 # --- hpo backends ---------------------------------------------------------------------------
@@ -66,13 +70,17 @@ BACKENDS: Final = ("local", "spark")
 
 # --- tags ----------------------------------------------------------------------------------
 STEP_TAG: Final = "pipeline.step"
+TRIAL_STEP: Final = "hpo_trial"  # STEP_TAG of a trial run
 MODEL_TAG: Final = "model"
 MODEL_TAG_VALUE: Final = "xgboost"
 PARENT_RUN_TAG: Final = "mlflow.parentRunId"
 MODEL_URI_TAG: Final = "model_uri"
 BEST_TRIAL_TAG: Final = "best_trial_run_id"
 CODE_TAG: Final = "pipeline.code_fingerprint"  # every step run: see steps/reuse.py
-DATA_TAG: Final = "pipeline.data_fingerprint"  # ingest: the source files it read
+# Reuse is keyed on content: what a step read (ingest: the source files; later steps: the
+# upstream run's output digest) and a digest of what it wrote for the next step to read.
+INPUT_DIGEST_TAG: Final = "pipeline.input_digest"
+OUTPUT_DIGEST_TAG: Final = "pipeline.output_digest"
 CHAMPION_AFTER_TAG: Final = "pipeline.champion_after"  # register: champion version it left
 HOST_TAG: Final = "pipeline.host"  # every step run: where its process runs...
 PID_TAG: Final = "pipeline.pid"  # ...and which process, so a later main can tell it died
@@ -83,14 +91,16 @@ DATA_TAGS: Final = ("taxi", "train_month", "val_month", "test_month")
 RAW_DIR: Final = "raw"  # ingest: raw/{split}.parquet
 PROFILE_FILE: Final = "profile.json"  # ingest
 PREPROCESSOR_DIR: Final = "preprocessor"  # featurize and train_best
-PREPROCESSOR_FILE: Final = "preprocessor.pkl"
+PREPROCESSOR_PATH: Final = f"{PREPROCESSOR_DIR}/preprocessor.pkl"
 TRIPS_DIR: Final = "trips"  # featurize: trips/{split}.parquet, filtered rows + target
 MATRICES_DIR: Final = "matrices"  # featurize: matrices/{split}.{parquet|npz}
 FEATURIZE_SUMMARY_FILE: Final = "featurize_summary.json"
 TRIALS_FILE: Final = "trials.csv"  # hpo
 BEST_PARAMS_FILE: Final = "best_params.json"  # hpo
 MODEL_NAME_IN_RUN: Final = "model"  # train_best: the logged pyfunc's name
+BOOSTER_FILE: Final = "booster.ubj"  # inside the logged model: artifacts/booster.ubj
 PLOTS_DIR: Final = "plots"  # train_best
+TEST_PREDICTIONS_PLOT: Final = f"{PLOTS_DIR}/test_predictions.png"
 REGISTRATION_FILE: Final = "registration.json"  # register
 SUMMARY_FILE: Final = "summary.json"  # main
 
@@ -98,6 +108,11 @@ SUMMARY_FILE: Final = "summary.json"  # main
 def raw_split_path(split: str) -> str:
     """Artifact path of one raw split written by ingest."""
     return f"{RAW_DIR}/{split}.parquet"
+
+
+def raw_paths() -> list[str]:
+    """Every artifact ingest writes for featurize to read."""
+    return [raw_split_path(split) for split in SPLITS]
 
 
 def trips_split_path(split: str) -> str:
@@ -112,6 +127,15 @@ def matrix_split_path(split: str, encoding: str) -> str:
         if encoding == "categorical"
         else f"{MATRICES_DIR}/{split}.npz"
     )
+
+
+def featurize_paths(encoding: str) -> list[str]:
+    """Every artifact featurize writes for the later steps to read."""
+    return [
+        PREPROCESSOR_PATH,
+        *(matrix_split_path(split, encoding) for split in SPLITS),
+        *(trips_split_path(split) for split in SPLITS),
+    ]
 
 
 def tlc_file_name(taxi: str, month: str) -> str:

@@ -8,6 +8,7 @@ code path.
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from steps.errors import PipelineError
 MAX_DISTANCE = 100.0  # miles; longer TLC trip records are meter errors
 ZONE_DTYPE = pd.CategoricalDtype(categories=list(ZONE_IDS))
 Matrix: TypeAlias = "pd.DataFrame | sp.csr_matrix"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -214,19 +216,26 @@ class FeatureMatrix:
 
 
 def save_matrix(matrix: FeatureMatrix, path: Path) -> None:
-    """Write a matrix in the format its file name says."""
+    """Write a matrix in the format its file name says, byte for byte the same for the same
+    matrix (its digest is featurize's reuse key: see steps/reuse.py)."""
     if isinstance(matrix.X, pd.DataFrame):
         matrix.X.assign(**{TARGET: matrix.y}).to_parquet(path, index=False)
-    else:
-        csr = sp.csr_matrix(matrix.X)
-        np.savez_compressed(
-            path,
-            data=csr.data,
-            indices=csr.indices,
-            indptr=csr.indptr,
-            shape=np.array(csr.shape),
-            y=matrix.y,
-        )
+        return
+    csr = sp.csr_matrix(matrix.X)
+    arrays = {
+        "data": csr.data,
+        "indices": csr.indices,
+        "indptr": csr.indptr,
+        "shape": np.array(csr.shape),
+        "y": matrix.y,
+    }
+    # np.savez stamps each member with the current time; a fixed one keeps the bytes stable.
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def load_matrix(path: Path) -> FeatureMatrix:

@@ -17,22 +17,24 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from steps import tracking
+from steps import runs
+from steps.cli import exits_cleanly
 from steps.config import check_duration_bounds, check_encoding
 from steps.contracts import (
     FEATURIZE,
     FEATURIZE_SUMMARY_FILE,
-    INGEST,
     MATRICES_DIR,
     PREPROCESSOR_DIR,
-    PREPROCESSOR_FILE,
+    PREPROCESSOR_PATH,
     SPLITS,
     TARGET,
     TRIPS_DIR,
+    featurize_paths,
     matrix_split_path,
     raw_split_path,
+    trips_split_path,
 )
-from steps.errors import PipelineError, exits_cleanly
+from steps.errors import PipelineError
 from steps.features import (
     FeatureMatrix,
     FilterStats,
@@ -85,8 +87,8 @@ def build_features(
 def main(ingest_run: str, encoding: str, min_duration: float, max_duration: float) -> None:
     check_encoding(encoding)
     check_duration_bounds(min_duration, max_duration)
-    with tracking.step_run(FEATURIZE) as run:
-        tracking.log_params(
+    with runs.step_run(FEATURIZE) as run:
+        runs.log_params(
             {
                 "ingest_run": ingest_run,
                 "encoding": encoding,
@@ -94,9 +96,9 @@ def main(ingest_run: str, encoding: str, min_duration: float, max_duration: floa
                 "max_duration": max_duration,
             }
         )
-        upstream = tracking.upstream_run(ingest_run, INGEST)
+        upstream = runs.read_upstream(FEATURIZE, ingest_run)
         raw = {
-            split: pd.read_parquet(tracking.download(upstream.info.run_id, raw_split_path(split)))
+            split: pd.read_parquet(runs.download(upstream.info.run_id, raw_split_path(split)))
             for split in SPLITS
         }
         started = time.perf_counter()
@@ -106,14 +108,13 @@ def main(ingest_run: str, encoding: str, min_duration: float, max_duration: floa
             root = Path(tmp)
             for name in (PREPROCESSOR_DIR, MATRICES_DIR, TRIPS_DIR):
                 (root / name).mkdir()
-            save_preprocessor(features.preprocessor, root / PREPROCESSOR_DIR / PREPROCESSOR_FILE)
+            save_preprocessor(features.preprocessor, root / PREPROCESSOR_PATH)
             for split in SPLITS:
                 save_matrix(features.matrices[split], root / matrix_split_path(split, encoding))
-                features.trips[split].to_parquet(root / TRIPS_DIR / f"{split}.parquet", index=False)
-            for name in (PREPROCESSOR_DIR, MATRICES_DIR, TRIPS_DIR):
-                tracking.log_artifact(root / name)
+                features.trips[split].to_parquet(root / trips_split_path(split), index=False)
+            runs.log_outputs(root, featurize_paths(encoding))
         summary = {split: asdict(stats) for split, stats in features.stats.items()}
-        tracking.log_json(summary, FEATURIZE_SUMMARY_FILE)
+        runs.log_json(summary, FEATURIZE_SUMMARY_FILE)
         rows_in = sum(stats.rows_in for stats in features.stats.values())
         metrics: dict[str, float] = {
             "n_features": features.matrices["train"].columns,
@@ -128,8 +129,8 @@ def main(ingest_run: str, encoding: str, min_duration: float, max_duration: floa
                 f"{split}_unknown_zone": stats.unknown_zone,
                 f"{split}_invalid_distance": stats.invalid_distance,
             }
-        tracking.log_metrics(metrics)
-        tracking.set_tags({**tracking.data_tags(upstream), "encoding": encoding})
+        runs.log_metrics(metrics)
+        runs.set_tags({**runs.data_tags(upstream), "encoding": encoding})
         print(
             f"featurize: runs:/{run.info.run_id} encoding={encoding} "
             + ", ".join(f"{s}={st.rows_kept} rows kept" for s, st in features.stats.items())

@@ -1,10 +1,11 @@
 """hpo: hyperopt TPE over XGBoost, minimising validation RMSE; every trial a nested run.
 
 Input: features_run (runs:/<id> of a featurize run). Parameters: max_evals, seed,
-num_boost_round, early_stopping_rounds.
+num_boost_round, early_stopping_rounds, backend (local: trials in this process; spark:
+hyperopt's SparkTrials), parallelism (Spark trials at once), spark_master.
 Each trial: a child run tagged model=xgboost with its hyperparameters, `rmse`,
-`training_seconds` and `n_trees`. This run: best_rmse, best_<param> params, trials.csv,
-best_params.json, tag best_trial_run_id.
+`training_seconds` and `n_trees`; one line per trial on stderr (a progress bar on a terminal).
+This run: best_rmse, best_<param> params, trials.csv, best_params.json, tag best_trial_run_id.
 """
 
 from __future__ import annotations
@@ -17,27 +18,30 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import click
 import numpy as np
 import pandas as pd
 from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
 from hyperopt.pyll import scope
+from tqdm import tqdm
 
-from steps import boosting, tracking
+from steps import boosting, runs, trials
+from steps.cli import exits_cleanly
 from steps.config import check_backend, check_positive
 from steps.contracts import (
     BEST_PARAMS_FILE,
     BEST_TRIAL_TAG,
-    FEATURIZE,
     HPO,
+    OUTPUT_DIGEST_TAG,
     PROJECT_DIR,
     TRIALS_FILE,
     matrix_split_path,
 )
-from steps.errors import PipelineError, exits_cleanly
+from steps.errors import PipelineError
 from steps.features import FeatureMatrix, load_matrix
+from steps.reuse import digest_values
 
 PACKAGE_DIR = "steps"
 
@@ -125,27 +129,67 @@ class Objective:
         return {"loss": fit.val_rmse, "status": STATUS_OK, "trial": asdict(result)}
 
 
+class ProgressLogger:
+    """A TrialLogger that also reports each finished trial: one line on `stream` (number, RMSE,
+    best so far, seconds), or a progress bar when `stream` is a terminal."""
+
+    def __init__(self, inner: TrialLogger, total: int, stream: TextIO = sys.stderr) -> None:
+        self.inner, self.total, self.stream = inner, total, stream
+        self.done = 0
+        self.best = math.inf
+        self.bar = (
+            tqdm(total=total, desc="hpo", unit="trial", file=stream, leave=False)
+            if (stream.isatty())
+            else None
+        )
+
+    def start(self, number: int, params: dict[str, Any]) -> str | None:
+        return self.inner.start(number, params)
+
+    def finish(self, run_id: str | None, result: TrialResult) -> None:
+        self.inner.finish(run_id, result)
+        self.done += 1
+        self.best = min(self.best, result.rmse)
+        if self.bar is not None:
+            self.bar.set_postfix(rmse=f"{result.rmse:.4f}", best=f"{self.best:.4f}")
+            self.bar.update(1)
+            return
+        print(
+            f"hpo: trial {self.done}/{self.total} rmse {result.rmse:.4f} "
+            f"best {self.best:.4f} ({result.training_seconds:.1f} s)",
+            file=self.stream,
+            flush=True,
+        )
+
+    def fail(self, run_id: str | None) -> None:
+        self.inner.fail(run_id)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def tune(
     train: FeatureMatrix,
     val: FeatureMatrix,
     budget: Budget,
     logger: TrialLogger,
-    trials: Trials | None = None,
+    search: Trials | None = None,
 ) -> list[TrialResult]:
-    """Run the TPE search (in process, or on Spark with SparkTrials); every successful trial,
-    numbered by hyperopt's trial id."""
-    trials = trials if trials is not None else Trials()
+    """Run the TPE search (in process, or on Spark with SparkTrials as `search`); every
+    successful trial, numbered by hyperopt's trial id."""
+    search = search if search is not None else Trials()
     fmin(
         Objective(train, val, budget, logger),
         SEARCH_SPACE,
         algo=tpe.suggest,
         max_evals=budget.max_evals,
-        trials=trials,
+        trials=search,
         rstate=np.random.default_rng(budget.seed),
         show_progressbar=False,
     )
     done = sorted(
-        (t for t in trials.trials if t["result"].get("status") == STATUS_OK),
+        (t for t in search.trials if t["result"].get("status") == STATUS_OK),
         key=lambda t: t["tid"],
     )
     return [TrialResult(**{**t["result"]["trial"], "number": t["tid"]}) for t in done]
@@ -191,11 +235,18 @@ def trials_table(results: list[TrialResult]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("rmse", kind="stable").reset_index(drop=True)
 
 
+def results_digest(input_digest: str, budget: Budget, results: list[TrialResult]) -> str:
+    """What train_best reads from this run, as a digest: the features it came from, the budget
+    and every trial's outcome (not run ids or timings, which differ on every run)."""
+    outcomes = [(r.number, r.params, r.rmse, r.n_trees) for r in results]
+    return digest_values(input_digest, asdict(budget), outcomes)
+
+
 class MlflowTrialLogger:
     """Logs each trial as a child run of the active hpo run, tagged model=xgboost."""
 
     def __init__(self, budget: Budget) -> None:
-        self.parent = tracking.active_run()
+        self.parent = runs.active_run()
         self.fixed = {
             "num_boost_round": budget.num_boost_round,
             "early_stopping_rounds": budget.early_stopping_rounds,
@@ -203,7 +254,7 @@ class MlflowTrialLogger:
         }
 
     def start(self, number: int, params: dict[str, Any]) -> str:
-        return tracking.start_trial(self.parent, f"trial-{number:03d}", {**params, **self.fixed})
+        return trials.start_trial(self.parent, f"trial-{number:03d}", {**params, **self.fixed})
 
     def finish(self, run_id: str | None, result: TrialResult) -> None:
         assert run_id is not None
@@ -212,17 +263,17 @@ class MlflowTrialLogger:
             "training_seconds": result.training_seconds,
             "n_trees": result.n_trees,
         }
-        tracking.finish_trial(run_id, metrics, {"trial": result.number})
+        trials.finish_trial(run_id, metrics, {"trial": result.number})
 
     def fail(self, run_id: str | None) -> None:
         if run_id is not None:
-            tracking.fail_run(run_id)
+            trials.fail_trial(run_id)
 
     def renumber(self, results: list[TrialResult]) -> None:
         """Name trials by hyperopt's trial id: Spark executors cannot share a counter."""
         for result in results:
             if result.run_id is not None:
-                tracking.name_trial(result.run_id, f"trial-{result.number:03d}", result.number)
+                trials.name_trial(result.run_id, f"trial-{result.number:03d}", result.number)
 
 
 @click.command(help=__doc__)
@@ -253,8 +304,8 @@ def main(
     )
     check_backend(backend)
     check_positive(parallelism, "parallelism")
-    with tracking.step_run(HPO) as run:
-        tracking.log_params(
+    with runs.step_run(HPO) as run:
+        runs.log_params(
             {
                 "features_run": features_run,
                 **asdict(budget),
@@ -263,30 +314,37 @@ def main(
                 "spark_master": spark_master,
             }
         )
-        upstream = tracking.upstream_run(features_run, FEATURIZE)
+        upstream = runs.read_upstream(HPO, features_run)
         encoding = upstream.data.tags["encoding"]
         train, val = (
-            load_matrix(tracking.download(upstream.info.run_id, matrix_split_path(s, encoding)))
+            load_matrix(runs.download(upstream.info.run_id, matrix_split_path(s, encoding)))
             for s in ("train", "val")
         )
-        logger = MlflowTrialLogger(budget)
-        trials = None
+        mlflow_logger = MlflowTrialLogger(budget)
+        search = None
+        logger: TrialLogger = mlflow_logger
         if backend == "spark":
-            tracking.pin_tracking_uri()  # executors log trials to the same store
-            trials = spark_trials(spark_master, parallelism)
+            runs.pin_tracking_uri()  # executors log trials to the same store
+            search = spark_trials(spark_master, parallelism)
+        else:
+            logger = ProgressLogger(mlflow_logger, budget.max_evals)
         started = time.perf_counter()
-        results = tune(train, val, budget, logger, trials)
+        try:
+            results = tune(train, val, budget, logger, search)
+        finally:
+            if isinstance(logger, ProgressLogger):
+                logger.close()
         tuning_seconds = time.perf_counter() - started
         if backend == "spark":
-            logger.renumber(results)
+            mlflow_logger.renumber(results)
         if not results:
             raise PipelineError("every trial failed; see the FAILED trial runs under this run")
         best = min(results, key=lambda r: r.rmse)
-        tracking.log_table(trials_table(results), TRIALS_FILE)
+        runs.log_table(trials_table(results), TRIALS_FILE)
         best_record = {**best.params, "rmse": best.rmse, "n_trees": best.n_trees}
-        tracking.log_json(best_record, BEST_PARAMS_FILE)
-        tracking.log_params({f"best_{k}": v for k, v in best.params.items()})
-        tracking.log_metrics(
+        runs.log_json(best_record, BEST_PARAMS_FILE)
+        runs.log_params({f"best_{k}": v for k, v in best.params.items()})
+        runs.log_metrics(
             {
                 "best_rmse": best.rmse,
                 "n_trials": len(results),
@@ -294,8 +352,13 @@ def main(
                 "seconds_per_trial": tuning_seconds / len(results),
             }
         )
-        tracking.set_tags(
-            {**tracking.data_tags(upstream), "encoding": encoding, BEST_TRIAL_TAG: best.run_id}
+        runs.set_tags(
+            {
+                **runs.data_tags(upstream),
+                "encoding": encoding,
+                BEST_TRIAL_TAG: best.run_id,
+                OUTPUT_DIGEST_TAG: results_digest(runs.output_digest(upstream), budget, results),
+            }
         )
         print(
             f"hpo: runs:/{run.info.run_id} {len(results)} trials in {tuning_seconds:.1f}s "

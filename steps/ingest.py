@@ -16,10 +16,10 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from steps import tracking
+from steps import runs
+from steps.cli import exits_cleanly
 from steps.config import Month, check_taxi, parse_months
 from steps.contracts import (
-    DATA_TAG,
     DATASET_CONTEXT,
     DEFAULT_CACHE_DIR,
     DEFAULT_MONTHS,
@@ -27,15 +27,18 @@ from steps.contracts import (
     DO,
     DROPOFF,
     INGEST,
+    INPUT_DIGEST_TAG,
     PICKUP,
     PROFILE_FILE,
     PU,
     RAW_DIR,
     SPLITS,
     TLC_URL,
+    raw_paths,
+    raw_split_path,
     tlc_file_name,
 )
-from steps.errors import PipelineError, exits_cleanly
+from steps.errors import PipelineError
 from steps.tlc import (
     fetch_month,
     month_location,
@@ -147,8 +150,8 @@ def main(
     check_taxi(taxi)
     months = parse_months(train_month, val_month, test_month)
     cache = Path(cache_dir).expanduser()
-    with tracking.step_run(INGEST) as run:
-        tracking.log_params(
+    with runs.step_run(INGEST) as run:
+        runs.log_params(
             {
                 "taxi": taxi,
                 "train_month": train_month,
@@ -164,19 +167,19 @@ def main(
         load_seconds = time.perf_counter() - started
         profile: dict[str, SplitProfile] = {}
         with tempfile.TemporaryDirectory() as tmp:
-            raw = Path(tmp) / RAW_DIR
-            raw.mkdir()
+            root = Path(tmp)
+            (root / RAW_DIR).mkdir()
             for data in splits:
-                tracking.log_dataset(
+                runs.log_dataset(
                     data.trips,
                     source=data.location,
                     name=tlc_file_name(taxi, str(data.month)),
                     context=DATASET_CONTEXT[data.split],
                 )
-                data.trips.to_parquet(raw / f"{data.split}.parquet", index=False)
+                data.trips.to_parquet(root / raw_split_path(data.split), index=False)
                 profile[data.split] = profile_split(data.trips, data.month)
-            tracking.log_artifact(raw)
-        tracking.log_json({s: asdict(p) for s, p in profile.items()}, PROFILE_FILE)
+            runs.log_outputs(root, raw_paths())
+        runs.log_json({s: asdict(p) for s, p in profile.items()}, PROFILE_FILE)
         metrics: dict[str, float] = {}
         for split, p in profile.items():
             metrics |= {
@@ -185,9 +188,14 @@ def main(
             }
         rows = sum(len(d.trips) for d in splits)
         metrics |= {"load_seconds": load_seconds, "rows_per_second": rows / load_seconds}
-        tracking.log_metrics(metrics)
-        tracking.set_tags({"taxi": taxi, **{f"{d.split}_month": str(d.month) for d in splits}})
-        tracking.set_tags({DATA_TAG: fingerprint or "unknown"})
+        runs.log_metrics(metrics)
+        runs.set_tags(
+            {
+                "taxi": taxi,
+                **{f"{d.split}_month": str(d.month) for d in splits},
+                INPUT_DIGEST_TAG: fingerprint or "unknown",
+            }
+        )
         counts = ", ".join(f"{s}={p.rows} rows" for s, p in profile.items())
         print(f"ingest: runs:/{run.info.run_id} {counts}")
 

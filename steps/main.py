@@ -2,11 +2,11 @@
 
 Parameters: every parameter of ingest, featurize, hpo, train_best and register, passed through,
 and `force`. All are validated before the first step starts. A step whose code, typed
-parameters and upstream runs (for ingest also its data, for register the registry) match a
-FINISHED run in the experiment is not run again: that run is reused (steps/reuse.py), unless
-`force` names the step. Ends with a summary (best validation RMSE, test RMSE, registered version
-and aliases, what was reused, how to open the UI); logs summary.json and tags
-step.<name>.run_id, step.<name>.reused and reused.
+parameters and input content (for ingest the source files, for the others what the upstream
+run wrote; for register also the registry) match a FINISHED run in the experiment is not run
+again: that run is reused (steps/reuse.py), unless `force` names the step. Ends with a summary
+(best validation RMSE, test RMSE, registered version and aliases, what was reused, how to open
+the UI); logs summary.json and tags step.<name>.run_id, step.<name>.reused and reused.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-from steps import tracking
+from steps import registry, runs
+from steps.cli import exits_cleanly
 from steps.config import (
     check_backend,
     check_duration_bounds,
@@ -30,12 +31,12 @@ from steps.config import (
 from steps.contracts import (
     CHAMPION,
     CHAMPION_AFTER_TAG,
-    DATA_TAG,
     DEFAULT_CACHE_DIR,
     DEFAULT_MONTHS,
     FEATURIZE,
     HPO,
     INGEST,
+    INPUT_DIGEST_TAG,
     MAIN,
     MODEL_NAME,
     PROJECT_DIR,
@@ -43,10 +44,12 @@ from steps.contracts import (
     SUMMARY_FILE,
     TLC_URL,
     TRAIN_BEST,
+    UPSTREAM,
 )
-from steps.errors import exits_cleanly
-from steps.preflight import redact
+from steps.processes import pipeline_process_alive
 from steps.reuse import code_fingerprint, mlproject_types, params_equal, parse_force
+from steps.runs import Run
+from steps.server import redact
 from steps.tlc import source_fingerprint
 
 
@@ -91,51 +94,67 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
         "parallelism",
         "spark_master",
     )
+    steps = {
+        INGEST: data,
+        FEATURIZE: pick("encoding", "min_duration", "max_duration"),
+        HPO: budget,
+        TRAIN_BEST: pick("rmse_tolerance"),
+        REGISTER: pick("model_name"),
+    }
     return [
-        StepCall(INGEST, data, None),
-        StepCall(FEATURIZE, pick("encoding", "min_duration", "max_duration"), "ingest_run"),
-        StepCall(HPO, budget, "features_run"),
-        StepCall(TRAIN_BEST, pick("rmse_tolerance"), "hpo_run"),
-        StepCall(REGISTER, pick("model_name"), "train_run"),
+        StepCall(step, own, UPSTREAM[step][0] if step in UPSTREAM else None)
+        for step, own in steps.items()
     ]
 
 
-def reuse_conditions(entry_point: str, params: dict[str, Any]) -> dict[str, str] | None:
-    """Tags a finished run must carry, beyond code and parameters, to be reused; None: never.
+def input_digest(call: StepCall, upstream: Run | None) -> str | None:
+    """The content a step would read: for ingest the source files' identity, for the others
+    what the upstream run wrote. None when it cannot be told (then nothing is reused)."""
+    if upstream is None:
+        p = call.params
+        months = [p["train_month"], p["val_month"], p["test_month"]]
+        return source_fingerprint(p["source"], p["taxi"], months)
+    digest = runs.output_digest(upstream)
+    return None if digest == "unknown" else digest
 
-    ingest: the source files are the ones it read. register: the champion is still the one it
-    left (a new champion since means the decision must be made again).
+
+def reuse_conditions(call: StepCall, upstream: Run | None) -> dict[str, str] | None:
+    """Tags a finished run must carry, beyond code and own parameters, to be reused; None: never.
+
+    Every step: the same input content (not the same upstream run: an upstream step that reran
+    and wrote the same bytes changes nothing downstream). register also: the champion is still
+    the one it left (a new champion since means the decision must be made again).
     """
-    if entry_point == INGEST:
-        months = [params["train_month"], params["val_month"], params["test_month"]]
-        data = source_fingerprint(params["source"], params["taxi"], months)
-        return None if data is None else {DATA_TAG: data}
-    if entry_point == REGISTER:
-        champion = tracking.aliased_version(params["model_name"], CHAMPION)
-        return {CHAMPION_AFTER_TAG: str(champion.version) if champion else "none"}
-    return {}
+    digest = input_digest(call, upstream)
+    if digest is None:
+        return None
+    conditions = {INPUT_DIGEST_TAG: digest}
+    if call.entry_point == REGISTER:
+        champion = registry.aliased_version(call.params["model_name"], CHAMPION)
+        conditions[CHAMPION_AFTER_TAG] = str(champion.version) if champion else "none"
+    return conditions
 
 
-def find_reusable(experiment_id: str, entry_point: str, params: dict[str, Any]) -> Any | None:
-    """The newest FINISHED run of `entry_point` with this code, these typed parameters (and so
-    these upstream runs) and, for ingest and register, unchanged data and registry."""
-    conditions = reuse_conditions(entry_point, params)
+def find_reusable(experiment_id: str, call: StepCall, upstream: Run | None) -> Run | None:
+    """The newest FINISHED run of the step with this code, these typed parameters and this input
+    content (and for register an unchanged registry)."""
+    conditions = reuse_conditions(call, upstream)
     if conditions is None:
         return None
-    types = mlproject_types(PROJECT_DIR, entry_point)
-    fingerprint = code_fingerprint(PROJECT_DIR, entry_point)
-    for run in tracking.finished_step_runs(experiment_id, entry_point, fingerprint):
+    types = mlproject_types(PROJECT_DIR, call.entry_point)
+    fingerprint = code_fingerprint(PROJECT_DIR, call.entry_point)
+    for run in runs.finished_step_runs(experiment_id, call.entry_point, fingerprint):
         tags = run.data.tags
-        if params_equal(run.data.params, params, types) and all(
+        if params_equal(run.data.params, call.params, types) and all(
             tags.get(k) == v for k, v in conditions.items()
         ):
             return run
     return None
 
 
-def summarize(runs: dict[str, Any], reused: list[str]) -> dict[str, Any]:
+def summarize(step_runs: dict[str, Run], reused: list[str]) -> dict[str, Any]:
     """The figures a user wants after a run, from the step runs' metrics and tags."""
-    hpo, trained, registered = runs[HPO], runs[TRAIN_BEST], runs[REGISTER]
+    hpo, trained, registered = step_runs[HPO], step_runs[TRAIN_BEST], step_runs[REGISTER]
     return {
         "best_val_rmse": hpo.data.metrics["best_rmse"],
         "n_trials": int(hpo.data.metrics["n_trials"]),
@@ -144,7 +163,7 @@ def summarize(runs: dict[str, Any], reused: list[str]) -> dict[str, Any]:
         "model_name": registered.data.tags["model_name"],
         "model_version": registered.data.tags["model_version"],
         "promoted": bool(registered.data.metrics["promoted"]),
-        "step_runs": {step: run.info.run_id for step, run in runs.items()},
+        "step_runs": {step: run.info.run_id for step, run in step_runs.items()},
         "reused_steps": reused,
     }
 
@@ -202,35 +221,36 @@ def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str) -> str:
 def main(force: str, **params: Any) -> None:
     calls = plan(params)
     forced = parse_force(force)
-    with tracking.step_run(MAIN) as run:
-        tracking.log_params({**params, "force": force})
+    with runs.step_run(MAIN) as run:
+        runs.log_params({**params, "force": force})
         experiment_id = run.info.experiment_id
-        for stale in tracking.end_stale_runs(experiment_id, keep=run.info.run_id):
-            print(f"main: ended stale run {stale} (its process is gone) as KILLED")
-        runs: dict[str, Any] = {}
+        stale = runs.end_stale_runs(experiment_id, run.info.run_id, pipeline_process_alive)
+        for run_id in stale:
+            print(f"main: ended stale run {run_id} (its process is gone) as KILLED")
+        step_runs: dict[str, Run] = {}
         reused: list[str] = []
-        upstream: str | None = None
+        upstream: Run | None = None
         for call in calls:
-            step_params = call.parameters(upstream)
             found = None
             if call.entry_point not in forced:
-                found = find_reusable(experiment_id, call.entry_point, step_params)
+                found = find_reusable(experiment_id, call, upstream)
             if found is not None:
                 reused.append(call.entry_point)
                 print(f"main: {call.entry_point}: reusing finished run runs:/{found.info.run_id}")
-            child = found or tracking.launch_step(PROJECT_DIR, call.entry_point, step_params)
-            runs[call.entry_point] = child
-            upstream = f"runs:/{child.info.run_id}"
-        summary = summarize(runs, reused)
-        tracking.log_json(summary, SUMMARY_FILE)
+            step_params = call.parameters(f"runs:/{upstream.info.run_id}" if upstream else None)
+            child = found or runs.launch_step(PROJECT_DIR, call.entry_point, step_params)
+            step_runs[call.entry_point] = child
+            upstream = child
+        summary = summarize(step_runs, reused)
+        runs.log_json(summary, SUMMARY_FILE)
         figures = ("best_val_rmse", "val_rmse", "test_rmse", "model_version")
-        tracking.log_metrics({k: float(summary[k]) for k in figures})
-        tracking.set_tags(
+        runs.log_metrics({k: float(summary[k]) for k in figures})
+        runs.set_tags(
             {f"step.{s}.run_id": rid for s, rid in summary["step_runs"].items()}
-            | {f"step.{s}.reused": str(s in reused).lower() for s in runs}
+            | {f"step.{s}.reused": str(s in reused).lower() for s in step_runs}
             | {"reused": ",".join(reused) or "none"}
         )
-        print(render(summary, run.info.run_id, redact(tracking.tracking_uri())))
+        print(render(summary, run.info.run_id, redact(runs.tracking_uri())))
 
 
 if __name__ == "__main__":

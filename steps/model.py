@@ -2,23 +2,33 @@
 
 It bundles the fitted preprocessor with the XGBoost booster, so `models:/<name>@champion`
 needs nothing but raw records (PULocationID, DOLocationID, trip_distance; extra columns such
-as a full TLC row are ignored).
+as a full TLC row are ignored). This module also says how the model is logged (signature,
+pinned requirements) and loaded.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
 from pathlib import Path
 from typing import Any
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
 
 from steps import features
+from steps.contracts import MODEL_INPUT_COLUMNS
 
 BOOSTER_ARTIFACT = "booster"
 PREPROCESSOR_ARTIFACT = "preprocessor"
+# What the model needs where it is loaded, pinned to what trained it.
+REQUIREMENTS = ("mlflow", "xgboost", "pandas", "numpy", "scipy", "scikit-learn", "pyarrow")
 
 
 class TripDurationModel(PythonModel):
@@ -39,3 +49,44 @@ class TripDurationModel(PythonModel):
         records = pd.DataFrame(model_input)
         matrix = self.preprocessor.transform(features.model_input(records))
         return self.booster.predict(xgb.DMatrix(matrix, enable_categorical=True))
+
+
+def requirements() -> list[str]:
+    """Pinned requirements of the logged model, named instead of inferred (inference loads the
+    model in a subprocess and costs seconds per run)."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in REQUIREMENTS]
+
+
+def signature() -> ModelSignature:
+    """Raw trip records in (the three columns required, any numeric type), minutes out.
+
+    The inputs are typed `any` on purpose: MLflow refuses int64 for a double column and floats
+    (or a missing value, NaN) for a long one, while raw records bring all of these. The model
+    itself checks the columns are numeric (features.model_input), with a message that names
+    the column, and treats a missing or unknown zone as missing.
+    """
+    return ModelSignature(
+        inputs=Schema([ColSpec(AnyType(), name) for name in MODEL_INPUT_COLUMNS]),
+        outputs=Schema([ColSpec("double")]),
+    )
+
+
+def log_model(**kwargs: Any) -> str:
+    """Log a pyfunc model to the active run; returns its `models:/m-...` URI."""
+    # MLflow warns that a pickled python_model needs caution; its class ships as code
+    # (code_paths), and the pickle holds only the two artifact names.
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_logger.level
+    pyfunc_logger.setLevel(logging.ERROR)
+    try:
+        info = mlflow.pyfunc.log_model(
+            signature=signature(), pip_requirements=requirements(), **kwargs
+        )
+    finally:
+        pyfunc_logger.setLevel(level)
+    return str(info.model_uri)
+
+
+def load(model_uri: str) -> Any:
+    """The pyfunc model at `model_uri` (models:/name@alias, models:/name/3, runs:/...)."""
+    return mlflow.pyfunc.load_model(model_uri)

@@ -16,24 +16,22 @@ from dataclasses import asdict, dataclass
 import click
 import pandas as pd
 
-from steps import boosting, tracking
+from steps import boosting, model, registry, runs
+from steps.cli import exits_cleanly
 from steps.config import check_model_name
 from steps.contracts import (
     CHALLENGER,
     CHAMPION,
     CHAMPION_AFTER_TAG,
     FEATURIZE,
-    HPO,
     MODEL_INPUT_COLUMNS,
     MODEL_NAME,
     MODEL_URI_TAG,
     REGISTER,
     REGISTRATION_FILE,
     TARGET,
-    TRAIN_BEST,
     trips_split_path,
 )
-from steps.errors import exits_cleanly
 
 SETTLE_ROUNDS = 5
 SETTLE_SECONDS = 0.5
@@ -84,7 +82,7 @@ def incumbent_score(
     model_name: str, data_tags: dict[str, str], test_trips: pd.DataFrame
 ) -> Incumbent | None:
     """The champion's test RMSE on the same taxi and test month as the candidate, if any."""
-    champion = tracking.aliased_version(model_name, CHAMPION)
+    champion = registry.aliased_version(model_name, CHAMPION)
     if champion is None:
         return None
     tags = champion.tags
@@ -92,8 +90,8 @@ def incumbent_score(
     if same_data and "test_rmse" in tags:
         tested_on = f"tested on {tags['test_month']}"
         return Incumbent(str(champion.version), float(tags["test_rmse"]), tested_on)
-    model = tracking.load_pyfunc(f"models:/{model_name}/{champion.version}")
-    predictions = model.predict(test_trips[list(MODEL_INPUT_COLUMNS)])
+    loaded = model.load(f"models:/{model_name}/{champion.version}")
+    predictions = loaded.predict(test_trips[list(MODEL_INPUT_COLUMNS)])
     rmse = boosting.rmse(test_trips[TARGET].to_numpy(), predictions)
     return Incumbent(str(champion.version), rmse, f"re-scored on {data_tags.get('test_month')}")
 
@@ -117,9 +115,9 @@ def settle_champion(
         decision = decide_champion(test_rmse, incumbent, number)
         if not decision.promote or (incumbent is not None and incumbent.version == number):
             return decision, incumbent
-        tracking.set_alias(model_name, CHAMPION, number)
+        registry.set_alias(model_name, CHAMPION, number)
         time.sleep(SETTLE_SECONDS)
-        current = tracking.aliased_version(model_name, CHAMPION)
+        current = registry.aliased_version(model_name, CHAMPION)
         if current is not None and str(current.version) == number:
             return decision, incumbent
     return decision, incumbent
@@ -135,14 +133,13 @@ def incumbent_version(incumbent: Incumbent | None) -> str:
 @exits_cleanly(REGISTER)
 def main(train_run: str, model_name: str) -> None:
     check_model_name(model_name)
-    with tracking.step_run(REGISTER) as run:
-        tracking.log_params({"train_run": train_run, "model_name": model_name})
-        trained = tracking.upstream_run(train_run, TRAIN_BEST)
-        hpo = tracking.upstream_run(trained.data.params["hpo_run"], HPO)
-        featurize = tracking.upstream_run(hpo.data.params["features_run"], FEATURIZE)
-        test_path = tracking.download(featurize.info.run_id, trips_split_path("test"))
+    with runs.step_run(REGISTER) as run:
+        runs.log_params({"train_run": train_run, "model_name": model_name})
+        trained = runs.read_upstream(REGISTER, train_run)
+        featurize = runs.lineage(trained)[FEATURIZE]
+        test_path = runs.download(featurize.info.run_id, trips_split_path("test"))
         test_trips = pd.read_parquet(test_path)
-        data_tags = tracking.data_tags(trained)
+        data_tags = runs.data_tags(trained)
         test_rmse = trained.data.metrics["test_rmse"]
 
         version_tags = {
@@ -152,7 +149,7 @@ def main(train_run: str, model_name: str) -> None:
             "val_rmse": f"{trained.data.metrics['val_rmse']:.6f}",
             "source_run": trained.info.run_id,
         }
-        number, created = tracking.get_or_create_version(
+        number, created = registry.get_or_create_version(
             model_name,
             trained.data.tags[MODEL_URI_TAG],
             trained.info.run_id,
@@ -163,13 +160,13 @@ def main(train_run: str, model_name: str) -> None:
             ),
         )
         try:
-            tracking.set_alias(model_name, CHALLENGER, number)
+            registry.set_alias(model_name, CHALLENGER, number)
             decision, incumbent = settle_champion(
                 model_name, number, test_rmse, data_tags, test_trips
             )
         except BaseException:
             if created:  # never leave a version without its aliases
-                tracking.delete_version(model_name, number)
+                registry.delete_version(model_name, number)
             raise
         aliases = [CHALLENGER] + ([CHAMPION] if decision.promote else [])
         record = {
@@ -182,10 +179,10 @@ def main(train_run: str, model_name: str) -> None:
             "tags": version_tags,
             **asdict(decision),
         }
-        tracking.log_json(record, REGISTRATION_FILE)
-        tracking.log_metrics({"model_version": int(number), "promoted": int(decision.promote)})
+        runs.log_json(record, REGISTRATION_FILE)
+        runs.log_metrics({"model_version": int(number), "promoted": int(decision.promote)})
         champion_after = number if decision.promote else incumbent_version(incumbent)
-        tracking.set_tags(
+        runs.set_tags(
             {
                 "model_name": model_name,
                 "model_version": number,

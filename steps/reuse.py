@@ -1,16 +1,20 @@
-"""When a finished step run can stand in for a new one: same code, same typed parameters, same
-upstream runs (they are parameters), and for ingest the same data. Pure apart from reading the
-project's own files.
+"""When a finished step run can stand in for a new one: same code, same typed parameters and
+the same input content. Pure apart from reading files.
 
-The code fingerprint hashes what a step's code depends on: its module, the modules under steps/
-that it imports (transitively), MLproject and conda.yaml. Not the git commit: an uncommitted
-edit changes it, a commit that touched only the README does not.
+- The code fingerprint hashes what a step's code depends on: its module, the modules under
+  steps/ that it imports (transitively, lazy imports included), MLproject and conda.yaml. Not
+  the git commit: an uncommitted edit changes it, a commit that touched only the README does not.
+- Content digests: each step records a digest of what it wrote for the next step to read
+  (tag pipeline.output_digest), and each step run records the digest of what it read
+  (pipeline.input_digest). Reuse compares those, not run ids, so an upstream step that reruns
+  and writes the very same bytes does not invalidate what comes after it.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -62,6 +66,24 @@ def code_fingerprint(project_dir: Path, entry_point: str) -> str:
         digest.update(str(path.relative_to(project_dir)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def digest_files(root: Path, paths: list[str]) -> str:
+    """sha256 over files under `root` (relative names and bytes), in the order given."""
+    digest = hashlib.sha256()
+    for relative in paths:
+        digest.update(relative.encode() + b"\0")
+        with (root / relative).open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def digest_values(*values: Any) -> str:
+    """sha256 of JSON-serialisable values, key order and float spelling made canonical."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def mlproject_types(project_dir: Path, entry_point: str) -> dict[str, Callable[[Any], Any]]:

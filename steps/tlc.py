@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from steps.contracts import DISTANCE, DO, DROPOFF, PICKUP, PU, TLC_URL, tlc_file_name
 from steps.errors import PipelineError
+from steps.processes import process_alive
 
 TLC_DOCS = "https://www.nyc.gov/site/tlc/about/tlc-trip-record-data.page"
 _ATTEMPTS = 3
@@ -123,17 +124,6 @@ def remove_orphan_parts(cache_dir: Path) -> list[Path]:
             part.unlink(missing_ok=True)
             removed.append(part)
     return removed
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (on this host)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def download(url: str, dest: Path) -> None:

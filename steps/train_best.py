@@ -19,25 +19,27 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from steps import boosting, tracking
+from steps import boosting, model, runs
+from steps.cli import exits_cleanly
 from steps.config import check_tolerance
 from steps.contracts import (
+    BOOSTER_FILE,
     FEATURIZE,
-    HPO,
     MODEL_INPUT_COLUMNS,
     MODEL_NAME_IN_RUN,
     MODEL_URI_TAG,
-    PLOTS_DIR,
+    OUTPUT_DIGEST_TAG,
     PREPROCESSOR_DIR,
-    PREPROCESSOR_FILE,
+    PREPROCESSOR_PATH,
     TARGET,
+    TEST_PREDICTIONS_PLOT,
     TRAIN_BEST,
     matrix_split_path,
     trips_split_path,
 )
-from steps.errors import PipelineError, exits_cleanly
+from steps.errors import PipelineError
 from steps.features import load_matrix
-from steps.model import BOOSTER_ARTIFACT, PREPROCESSOR_ARTIFACT, TripDurationModel
+from steps.reuse import digest_files, digest_values
 
 STEPS_DIR = Path(__file__).resolve().parent
 
@@ -89,7 +91,7 @@ def candidates_of(hpo_run: Any) -> list[Candidate]:
             float(run.data.metrics["rmse"]),
             int(run.data.metrics["n_trees"]),
         )
-        for run in tracking.child_runs(hpo_run)
+        for run in runs.child_runs(hpo_run)
         if "rmse" in run.data.metrics
     ]
 
@@ -100,22 +102,22 @@ def candidates_of(hpo_run: Any) -> list[Candidate]:
 @exits_cleanly(TRAIN_BEST)
 def main(hpo_run: str, rmse_tolerance: float) -> None:
     check_tolerance(rmse_tolerance)
-    with tracking.step_run(TRAIN_BEST) as run:
-        tracking.log_params({"hpo_run": hpo_run, "rmse_tolerance": rmse_tolerance})
-        hpo = tracking.upstream_run(hpo_run, HPO)
+    with runs.step_run(TRAIN_BEST) as run:
+        runs.log_params({"hpo_run": hpo_run, "rmse_tolerance": rmse_tolerance})
+        hpo = runs.read_upstream(TRAIN_BEST, hpo_run)
         chosen = select_trial(candidates_of(hpo), rmse_tolerance)
-        featurize = tracking.upstream_run(hpo.data.params["features_run"], FEATURIZE)
+        featurize = runs.lineage(hpo)[FEATURIZE]
         fid, encoding = featurize.info.run_id, featurize.data.tags["encoding"]
         matrices = {
-            s: load_matrix(tracking.download(fid, matrix_split_path(s, encoding)))
+            s: load_matrix(runs.download(fid, matrix_split_path(s, encoding)))
             for s in ("train", "val", "test")
         }
-        test_trips = pd.read_parquet(tracking.download(fid, trips_split_path("test")))
-        preprocessor_path = tracking.download(fid, f"{PREPROCESSOR_DIR}/{PREPROCESSOR_FILE}")
+        test_trips = pd.read_parquet(runs.download(fid, trips_split_path("test")))
+        preprocessor_path = runs.download(fid, PREPROCESSOR_PATH)
 
         budget = hpo.data.params
         dtrain, dval = boosting.dmatrices(matrices["train"], matrices["val"])
-        tracking.autolog_xgboost()
+        runs.autolog_xgboost()
         fit = boosting.fit(
             chosen.params,
             dtrain,
@@ -128,27 +130,26 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
         test_rmse = boosting.rmse(matrices["test"].y, test_pred)
 
         with tempfile.TemporaryDirectory() as tmp:
-            booster_path = Path(tmp) / "booster.ubj"
+            booster_path = Path(tmp) / BOOSTER_FILE
             fit.booster.save_model(booster_path)
+            booster_digest = digest_files(Path(tmp), [booster_path.name])
             example = test_trips[list(MODEL_INPUT_COLUMNS)].head(5)
-            model_uri = tracking.log_pyfunc_model(
+            model_uri = model.log_model(
                 name=MODEL_NAME_IN_RUN,
-                python_model=TripDurationModel(),
+                python_model=model.TripDurationModel(),
                 artifacts={
-                    BOOSTER_ARTIFACT: str(booster_path),
-                    PREPROCESSOR_ARTIFACT: str(preprocessor_path),
+                    model.BOOSTER_ARTIFACT: str(booster_path),
+                    model.PREPROCESSOR_ARTIFACT: str(preprocessor_path),
                 },
                 code_paths=[str(STEPS_DIR)],
-                signature=tracking.model_signature(),
                 input_example=example,
-                pip_requirements=tracking.model_requirements(),
             )
-        tracking.log_artifact(preprocessor_path, PREPROCESSOR_DIR)
-        tracking.log_figure(
+        runs.log_artifact(preprocessor_path, PREPROCESSOR_DIR)
+        runs.log_figure(
             plot_predictions(test_trips[TARGET].to_numpy(), test_pred, "test"),
-            f"{PLOTS_DIR}/test_predictions.png",
+            TEST_PREDICTIONS_PLOT,
         )
-        tracking.log_metrics(
+        runs.log_metrics(
             {
                 "val_rmse": fit.val_rmse,
                 "test_rmse": test_rmse,
@@ -157,12 +158,14 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
                 "selected_trial_rmse": chosen.rmse,
             }
         )
-        tracking.set_tags(
+        runs.set_tags(
             {
-                **tracking.data_tags(hpo),
+                **runs.data_tags(hpo),
                 "encoding": encoding,
                 "selected_trial_run_id": chosen.run_id,
                 MODEL_URI_TAG: model_uri,
+                # register reads the model and featurize's test trips (covered by hpo's digest)
+                OUTPUT_DIGEST_TAG: digest_values(runs.output_digest(hpo), booster_digest),
             }
         )
         print(

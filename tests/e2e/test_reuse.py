@@ -1,5 +1,9 @@
 """Step reuse and resume with real `mlflow run`: never redo finished work, never reuse stale work.
 
+Reuse is keyed on content: a step is reused when its code, its own parameters and the content
+it reads (the upstream run's output digest) match a finished run, so a step that reruns and
+writes the same bytes does not invalidate what comes after it.
+
 All runs share one store; each test builds on the runs the tests before it left there, in the
 order written (that is how a user meets reuse: by running main again).
 """
@@ -13,7 +17,15 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from steps.contracts import EXPERIMENT_NAME, MODEL_NAME, PARENT_RUN_TAG, STEP_TAG, STEPS
+from steps.contracts import (
+    EXPERIMENT_NAME,
+    INPUT_DIGEST_TAG,
+    MODEL_NAME,
+    OUTPUT_DIGEST_TAG,
+    PARENT_RUN_TAG,
+    STEP_TAG,
+    STEPS,
+)
 from tests.conftest import (
     DATA_DIR,
     FAST_HPO,
@@ -99,27 +111,67 @@ def test_identical_rerun_reuses_every_step_and_launches_none(session, first):
     assert len(session.client.search_model_versions(f"name = '{MODEL_NAME}'")) == 1
 
 
-def test_changing_max_evals_reuses_ingest_and_featurize_only(session, first):
-    main, children = session.main(max_evals="4")
-    assert launched(children) == ["hpo", "register", "train_best"]
-    assert main.data.tags["reused"] == "ingest,featurize"
+def step_run(session: Session, main, step: str):
+    return session.client.get_run(main.data.tags[f"step.{step}.run_id"])
+
+
+def test_changing_max_evals_reruns_hpo_and_what_reads_a_changed_output(session, first):
     first_main, _ = first
+    main, children = session.main(max_evals="4")
+    assert {"hpo", "train_best"} <= set(launched(children))
     for step in ("ingest", "featurize"):
         assert main.data.tags[f"step.{step}.run_id"] == first_main.data.tags[f"step.{step}.run_id"]
+    # register reruns exactly when the retrained model differs from the one registered before
+    before = step_run(session, first_main, "train_best").data.tags[OUTPUT_DIGEST_TAG]
+    after = step_run(session, main, "train_best").data.tags[OUTPUT_DIGEST_TAG]
+    assert ("register" in launched(children)) == (before != after)
 
 
-def test_touching_a_step_source_invalidates_it_and_all_after_it(session, first):
+def test_touching_a_step_source_reruns_it_and_reuses_what_reads_its_unchanged_output(session):
+    before, _ = session.main()
     source = session.project / "steps" / "featurize.py"
     source.write_text(source.read_text() + "\n# touched\n")
     main, children = session.main()
-    assert launched(children) == ["featurize", "hpo", "register", "train_best"]
-    assert main.data.tags["reused"] == "ingest"
+    assert launched(children) == ["featurize"]
+    assert main.data.tags["reused"] == "ingest,hpo,train_best,register"
+    rerun = step_run(session, main, "featurize")
+    assert (
+        rerun.data.tags[OUTPUT_DIGEST_TAG]
+        == (step_run(session, before, "featurize").data.tags[OUTPUT_DIGEST_TAG])
+    )
+    hpo = step_run(session, main, "hpo")
+    assert hpo.info.run_id == step_run(session, before, "hpo").info.run_id
 
 
-def test_force_reruns_the_named_steps_and_what_depends_on_them(session, first):
+def test_editing_the_download_code_reruns_ingest_and_reuses_everything_after_it(session):
+    before, _ = session.main()
+    tlc = session.project / "steps" / "tlc.py"
+    text = tlc.read_text()
+    assert "put the month there" in text
+    tlc.write_text(text.replace("put the month there", "copy the month there"))
+    main, children = session.main()
+    assert launched(children) == ["ingest"]
+    assert main.data.tags["reused"] == "featurize,hpo,train_best,register"
+    ingest, old_ingest = children[0], step_run(session, before, "ingest")
+    assert ingest.info.run_id != old_ingest.info.run_id
+    assert ingest.data.tags[OUTPUT_DIGEST_TAG] == old_ingest.data.tags[OUTPUT_DIGEST_TAG]
+    # Lineage stays exact: the reused featurize run names the ingest run it really read, whose
+    # splits are byte for byte the ones the new ingest run wrote.
+    featurize = step_run(session, main, "featurize")
+    assert featurize.data.params["ingest_run"] == f"runs:/{old_ingest.info.run_id}"
+    assert featurize.data.tags[INPUT_DIGEST_TAG] == ingest.data.tags[OUTPUT_DIGEST_TAG]
+    assert main.data.metrics["test_rmse"] == before.data.metrics["test_rmse"]
+
+
+def test_force_reruns_the_named_steps_and_what_reads_a_changed_output(session, first):
+    before, _ = session.main()
     main, children = session.main(force="train_best")
-    assert launched(children) == ["register", "train_best"]
-    assert main.data.tags["reused"] == "ingest,featurize,hpo"
+    assert launched(children) == ["train_best"]  # the same model again: register is reused
+    assert (
+        step_run(session, main, "train_best").data.tags[OUTPUT_DIGEST_TAG]
+        == (step_run(session, before, "train_best").data.tags[OUTPUT_DIGEST_TAG])
+    )
+    assert main.data.tags["reused"] == "ingest,featurize,hpo,register"
     main, children = session.main(force="true")
     assert launched(children) == sorted(STEPS)
     assert main.data.tags["reused"] == "none"
@@ -130,7 +182,8 @@ def test_a_new_champion_since_makes_register_run_again(session, first):
     _, children = session.latest_main()
     assert children == []
     versions = session.client.search_model_versions(f"name = '{MODEL_NAME}'")
-    other = min(versions, key=lambda v: int(v.version))
+    champion = session.client.get_model_version_by_alias(MODEL_NAME, "champion")
+    other = next(v for v in versions if v.version != champion.version)
     session.client.set_registered_model_alias(MODEL_NAME, "champion", other.version)
     _, children = session.main()
     assert launched(children) == ["register"]

@@ -1,9 +1,11 @@
+import io
+
 import numpy as np
 import pandas as pd
 
 from steps.contracts import DISTANCE, DO, PU
 from steps.features import CategoricalPreprocessor, FeatureMatrix, OneHotPreprocessor
-from steps.hpo import Budget, TrialResult, trials_table, tune
+from steps.hpo import Budget, ProgressLogger, TrialResult, trials_table, tune
 
 
 class ListLogger:
@@ -78,3 +80,18 @@ def test_trials_table_lists_every_trial_best_first():
     table = trials_table(results)
     assert table["run_id"].tolist() == ["b", "a"]
     assert {"trial", "rmse", "n_trees", "training_seconds", "max_depth"} <= set(table.columns)
+
+
+def test_progress_prints_one_line_per_trial_with_the_best_so_far():
+    stream = io.StringIO()
+    inner = ListLogger()
+    progress = ProgressLogger(inner, total=3, stream=stream)
+    for number, rmse in enumerate([6.5, 6.1, 6.3]):
+        run_id = progress.start(number, {})
+        progress.finish(run_id, TrialResult(number, {}, rmse, 10, 1.25, run_id))
+    assert stream.getvalue().splitlines() == [
+        "hpo: trial 1/3 rmse 6.5000 best 6.5000 (1.2 s)",
+        "hpo: trial 2/3 rmse 6.1000 best 6.1000 (1.2 s)",
+        "hpo: trial 3/3 rmse 6.3000 best 6.1000 (1.2 s)",
+    ]
+    assert len(inner.finished) == 3  # the wrapped logger still records every trial

@@ -3,12 +3,14 @@
 import importlib
 from pathlib import Path
 
+import click
 import pytest
 import tomllib
 import yaml
 
 from steps.contracts import MAIN, STEPS
-from steps.experiment import is_mlflow_run_command
+from steps.plugins import is_mlflow_run_command
+from steps.reuse import mlproject_types
 
 ROOT = Path(__file__).resolve().parents[2]
 MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())
@@ -23,6 +25,26 @@ def test_every_mlproject_parameter_is_an_option_of_its_module(entry_point):
     assert set(spec["parameters"]) == options
     for name in spec["parameters"]:
         assert f"--{name.replace('_', '-')} {{{name}}}" in spec["command"]
+
+
+@pytest.mark.parametrize("entry_point", [*STEPS, MAIN])
+def test_help_matches_mlproject(entry_point):
+    """`python -m steps.<step> --help` shows every MLproject parameter, with MLproject's default,
+    and (for the steps) the module docstring that --help prints names each of them."""
+    spec = MLPROJECT["entry_points"][entry_point]["parameters"]
+    module = importlib.import_module(f"steps.{entry_point}")
+    types = mlproject_types(ROOT, entry_point)
+    options = {p.name: p for p in module.main.params}
+    help_text = module.main.get_help(click.Context(module.main))
+    for name, declared in spec.items():
+        assert f"--{name.replace('_', '-')}" in help_text, name
+        if entry_point != MAIN:  # main's docstring says "every parameter of the steps"
+            assert name in (module.__doc__ or ""), f"{entry_point} docstring lacks {name}"
+        if isinstance(declared, dict) and "default" in declared:
+            convert = types[name]
+            assert convert(options[name].default) == convert(declared["default"]), name
+        else:
+            assert options[name].required, f"{name} has no MLproject default: make it required"
 
 
 def test_main_exposes_every_step_parameter_except_the_run_uris():

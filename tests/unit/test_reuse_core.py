@@ -5,6 +5,8 @@ import pytest
 from steps.errors import PipelineError
 from steps.reuse import (
     code_fingerprint,
+    digest_files,
+    digest_values,
     imported_modules,
     mlproject_types,
     module_closure,
@@ -18,17 +20,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_imported_modules_finds_every_import_form():
     source = (
-        "from steps import tracking, boosting\n"
+        "from steps import runs, boosting\n"
         "from steps.features import load_matrix\n"
         "import steps.config\n"
         "import pandas as pd\n"
     )
-    assert imported_modules(source) == {"tracking", "boosting", "features", "config"}
+    assert imported_modules(source) == {"runs", "boosting", "features", "config"}
+
+
+def test_imported_modules_sees_imports_inside_functions():
+    assert imported_modules("def f():\n    from steps.tlc import fetch_month\n") == {"tlc"}
 
 
 def test_module_closure_follows_imports_transitively():
     names = {p.stem for p in module_closure(ROOT / "steps", "featurize")}
-    assert {"featurize", "features", "tracking", "contracts", "errors", "reuse"} <= names
+    assert {"featurize", "features", "runs", "contracts", "errors", "reuse"} <= names
     assert "hpo" not in names and "train_best" not in names
 
 
@@ -96,3 +102,19 @@ def test_parse_force(text, expected):
 def test_parse_force_names_unknown_steps():
     with pytest.raises(PipelineError, match="unknown step.*tune"):
         parse_force("tune")
+
+
+def test_digest_files_follows_names_and_bytes(tmp_path):
+    (tmp_path / "a.parquet").write_bytes(b"same")
+    (tmp_path / "b.parquet").write_bytes(b"same")
+    assert digest_files(tmp_path, ["a.parquet"]) != digest_files(tmp_path, ["b.parquet"])
+    before = digest_files(tmp_path, ["a.parquet", "b.parquet"])
+    (tmp_path / "b.parquet").write_bytes(b"same")  # rewritten, same bytes
+    assert digest_files(tmp_path, ["a.parquet", "b.parquet"]) == before
+    (tmp_path / "b.parquet").write_bytes(b"other")
+    assert digest_files(tmp_path, ["a.parquet", "b.parquet"]) != before
+
+
+def test_digest_values_ignores_key_order():
+    assert digest_values({"a": 1, "b": 2.5}) == digest_values({"b": 2.5, "a": 1})
+    assert digest_values({"a": 1}) != digest_values({"a": 2})

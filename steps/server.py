@@ -3,21 +3,18 @@
 Without this, MLflow retries an unreachable server for minutes, and a server that rejects the
 Host header (a VM reached by its public address, started without --allowed-hosts) or a missing
 login is only discovered after the download. `check_tracking_server` runs once in the
-`mlflow run` process before its first request (through the request-header plugin below, the
-only hook MLflow calls that early), and again at the start of every step.
+`mlflow run` process before its first request (steps/plugins.py) and again at the start of
+every step (steps/runs.py). Plain HTTP through `requests`: this module does not import MLflow.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from urllib.parse import urlparse
 
 import requests
-from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
 
-from steps.errors import EXIT_USER_ERROR, PipelineError
-from steps.experiment import is_mlflow_run_command
+from steps.errors import PipelineError
 
 TIMEOUT_SECONDS = 10
 HOST_REJECTED = "Invalid Host header"
@@ -148,25 +145,3 @@ def _verify() -> bool | str:
     if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
         return False
     return os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
-
-
-class PreflightRequestHeaderProvider(RequestHeaderProvider):
-    """Adds no header. MLflow asks request-header plugins before every request, so this is where
-    `mlflow run` can check the server once, before it starts retrying or creating runs."""
-
-    checked = False
-
-    def in_context(self) -> bool:
-        if not PreflightRequestHeaderProvider.checked and is_mlflow_run_command(sys.argv):
-            PreflightRequestHeaderProvider.checked = True
-            import mlflow
-
-            try:
-                check_tracking_server(mlflow.get_tracking_uri())
-            except PipelineError as exc:
-                print(f"mlflow run: error: {exc}", file=sys.stderr, flush=True)
-                sys.exit(EXIT_USER_ERROR)
-        return False
-
-    def request_headers(self) -> dict[str, str]:
-        return {}
