@@ -40,6 +40,10 @@ class Month:
         """First instant of the next month (exclusive bound)."""
         return self.start + pd.offsets.MonthBegin(1)
 
+    def next(self) -> Month:
+        """The month after this one."""
+        return Month(self.year + self.month // 12, self.month % 12 + 1)
+
 
 def parse_month(text: str, name: str = "month") -> Month:
     """Parse 'YYYY-MM' into a Month, or fail with a line that shows the expected form."""
@@ -55,6 +59,38 @@ def parse_month(text: str, name: str = "month") -> Month:
             "pick a later month"
         )
     return Month(year, month)
+
+
+# A range longer than this is almost certainly a typo (2021-01..2201-01), not a request.
+MAX_MONTHS = 240
+
+
+def parse_month_spec(text: str, name: str = "months") -> list[Month]:
+    """Months from one month (2021-04), a list (2021-04,2021-05) or a range (2021-04..2021-06),
+    or lists of both; returned in calendar order, each once."""
+    months: set[Month] = set()
+    parts = [part.strip() for part in str(text).split(",")]
+    if not any(parts):
+        raise PipelineError(
+            f"{name} is empty; give a month like 2021-04 or a range 2021-04..2021-06"
+        )
+    for part in parts:
+        if ".." in part:
+            first_text, _, last_text = part.partition("..")
+            first, last = parse_month(first_text, name), parse_month(last_text, name)
+            if last < first:
+                raise PipelineError(
+                    f"{name} range {part!r} ends before it starts; write it as {last}..{first}"
+                )
+            month = first
+            while month <= last and len(months) <= MAX_MONTHS:
+                months.add(month)
+                month = month.next()
+        else:
+            months.add(parse_month(part, name))
+        if len(months) > MAX_MONTHS:
+            raise PipelineError(f"{name} {text!r} spans more than {MAX_MONTHS} months; narrow it")
+    return sorted(months)
 
 
 def parse_months(train: str, val: str, test: str) -> tuple[Month, Month, Month]:

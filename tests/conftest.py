@@ -1,5 +1,5 @@
-"""Shared helpers: the committed TLC samples, a clean working directory, step and `mlflow run`
-runners."""
+"""Shared helpers: the committed TLC samples, step and `mlflow run` runners, and one trained
+store (a whole pipeline run) that every test which only reads its results shares."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_DIR / "tests" / "data"
@@ -93,3 +95,43 @@ def copy_project(dst: Path) -> Path:
 def error_lines(stderr: str) -> list[str]:
     """The pipeline's own error lines (`<step>: error: ...`) in a process's stderr."""
     return [line for line in stderr.splitlines() if ": error: " in line]
+
+
+@dataclass(frozen=True)
+class TrainedStore:
+    """An embedded store (sqlite:///<root>/mlflow.db, artifacts in <root>/mlruns) that one full
+    pipeline run left, and what that `mlflow run` printed."""
+
+    root: Path
+    result: subprocess.CompletedProcess[str]
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.uri)
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:
+    """`mlflow run <project> -e main` once, as a user types it (no tracking URI: the embedded
+    store in a fresh directory; no --experiment-name), on the samples with a small budget.
+
+    Shared by every test that only reads it; a test that writes runs or moves aliases takes
+    `store_copy` instead.
+    """
+    root = tmp_path_factory.mktemp("trained")
+    params = {"source": str(DATA_DIR), **FAST_HPO}
+    result = mlflow_run("-e", "main", cwd=root, params=params, MLFLOW_TRACKING_URI="")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return TrainedStore(root, result)
+
+
+@pytest.fixture
+def store_copy(trained_store: TrainedStore, tmp_path: Path) -> TrainedStore:
+    """A private copy of the trained store's database: the runs and registry changes a test makes
+    stay its own. Artifacts (the models among them) are still read from the shared folder."""
+    shutil.copy(trained_store.root / "mlflow.db", tmp_path / "mlflow.db")
+    return TrainedStore(tmp_path, trained_store.result)

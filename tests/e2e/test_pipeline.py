@@ -27,13 +27,9 @@ PARAMS = {"source": str(DATA_DIR), **FAST_HPO}
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """One plain `mlflow run <project> -e main` in a fresh directory."""
-    cwd = tmp_path_factory.mktemp("e2e")
-    result = mlflow_run("-e", "main", cwd=cwd, params=PARAMS, MLFLOW_TRACKING_URI="")
-    assert result.returncode == 0, result.stderr[-4000:]
-    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
-    return cwd, result, client
+def pipeline(trained_store):
+    """The session's plain `mlflow run <project> -e main` in a fresh directory (conftest)."""
+    return trained_store.root, trained_store.result, trained_store.client
 
 
 def runs_of(client, experiment_name=EXPERIMENT_NAME):
@@ -137,8 +133,8 @@ def test_champion_loads_in_a_fresh_process_and_predicts_raw_records(pipeline):
     assert 1 < float(short) < float(long) < 60
 
 
-def test_a_step_runs_alone_from_a_run_uri(pipeline):
-    cwd, _, client = pipeline
+def test_a_step_runs_alone_from_a_run_uri(store_copy):
+    cwd, client = store_copy.root, store_copy.client
     hpo = next(r for r in runs_of(client) if r.data.tags.get(STEP_TAG) == "hpo")
     result = mlflow_run(
         "-e",

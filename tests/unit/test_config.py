@@ -9,6 +9,7 @@ from steps.config import (
     check_taxi,
     check_tolerance,
     parse_month,
+    parse_month_spec,
     parse_months,
 )
 from steps.errors import PipelineError
@@ -78,3 +79,35 @@ def test_model_names_usable_in_uris_pass(name):
 def test_model_names_unusable_in_uris_are_refused(name):
     with pytest.raises(PipelineError, match="models:/ URI"):
         check_model_name(name)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2021-04", ["2021-04"]),
+        ("2021-05,2021-04", ["2021-04", "2021-05"]),
+        ("2021-11..2022-02", ["2021-11", "2021-12", "2022-01", "2022-02"]),
+        ("2021-01..2021-02, 2021-02, 2023-01", ["2021-01", "2021-02", "2023-01"]),
+    ],
+)
+def test_parse_month_spec_reads_months_lists_and_ranges(text, expected):
+    assert [str(m) for m in parse_month_spec(text)] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "is empty"),
+        ("2021-04..2021-01", "ends before it starts; write it as 2021-01..2021-04"),
+        ("2021-04..2021-13", "01..12"),
+        ("2010-01..2040-01", "more than 240 months"),
+        ("April", "YYYY-MM"),
+    ],
+)
+def test_parse_month_spec_refuses_bad_specs_naming_the_fix(text, message):
+    with pytest.raises(PipelineError, match=message.replace(".", r"\.")):
+        parse_month_spec(text, "months")
+
+
+def test_month_next_rolls_over_the_year():
+    assert Month(2021, 12).next() == Month(2022, 1)
