@@ -115,6 +115,11 @@ def set_tags(tags: Mapping[str, Any]) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
+def set_description(markdown: str) -> None:
+    """The run's description, shown (as markdown) at the top of its page in the MLflow UI."""
+    mlflow.set_tag("mlflow.note.content", markdown)
+
+
 def log_json(obj: Any, artifact_file: str) -> None:
     mlflow.log_dict(obj, artifact_file)
 

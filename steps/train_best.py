@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from steps import boosting, model, runs
 from steps.cli import exits_cleanly
@@ -39,6 +37,7 @@ from steps.contracts import (
 )
 from steps.errors import PipelineError
 from steps.features import load_matrix
+from steps.figures import plot_predictions
 from steps.reuse import digest_files, digest_values
 
 STEPS_DIR = Path(__file__).resolve().parent
@@ -66,21 +65,6 @@ def select_trial(candidates: list[Candidate], rmse_tolerance: float) -> Candidat
     best = min(candidates, key=lambda c: c.rmse)
     eligible = [c for c in candidates if c.rmse <= best.rmse + rmse_tolerance]
     return min(eligible, key=lambda c: (c.cost, c.rmse))
-
-
-def plot_predictions(y_true: np.ndarray, y_pred: np.ndarray, title: str) -> Figure:
-    """Predicted vs actual minutes and the residual distribution, side by side."""
-    rng = np.random.default_rng(0)
-    shown = rng.choice(len(y_true), size=min(5000, len(y_true)), replace=False)
-    fig = Figure(figsize=(11, 4.5))
-    left, right = fig.subplots(1, 2)
-    left.scatter(y_true[shown], y_pred[shown], s=3, alpha=0.3)
-    left.plot([0, 60], [0, 60], color="black", linewidth=1)
-    left.set(xlabel="actual minutes", ylabel="predicted minutes", title=f"{title}: predicted")
-    right.hist(y_pred - y_true, bins=80, range=(-30, 30))
-    right.set(xlabel="prediction - actual (minutes)", ylabel="trips", title=f"{title}: residuals")
-    fig.tight_layout()
-    return fig
 
 
 def candidates_of(hpo_run: Any) -> list[Candidate]:
