@@ -144,19 +144,21 @@ def plot_errors(tables: Mapping[str, pd.DataFrame], title: str) -> Figure:
         for name, label in (("distance", "trip distance"), ("hour", "pickup hour"))
         if name in tables
     ]
-    fig = Figure(figsize=(12, 4.5))
-    axes = np.atleast_1d(fig.subplots(1, len(panels), width_ratios=[1, 1.6][: len(panels)]))
+    fig = Figure(figsize=(13, 4.5))
+    axes = np.atleast_1d(fig.subplots(1, len(panels), width_ratios=[1, 1.5][: len(panels)]))
     for ax, (name, label) in zip(axes, panels, strict=True):
         table = tables[name]
         x = np.arange(len(table))
-        ax.bar(x, table["rmse"], color="tab:blue", alpha=0.7, label="RMSE")
+        bars = ax.bar(x, table["rmse"], color="tab:blue", alpha=0.7, label="RMSE")
+        if name == "distance":  # few bands: say how many trips each holds
+            counts = [f"{n:,}" for n in table["trips"]]
+            ax.bar_label(bars, labels=counts, padding=2, fontsize="x-small", color="dimgray")
         ax.plot(x, table["mean_error"], "o", color="tab:red", label="mean error (pred - actual)")
         ax.axhline(0, color="black", linewidth=0.8)
-        ticks = [str(i) for i in table.index]
-        if name == "distance":
-            ticks = [f"{t}\n{n:,} trips" for t, n in zip(ticks, table["trips"], strict=True)]
+        ticks = [str(i).removesuffix(" mi") for i in table.index]
         ax.set_xticks(x, ticks, fontsize="small")
-        ax.set(xlabel=label, ylabel="minutes", title=f"{title}: error by {label}")
+        unit = " (miles; trips above the bars)" if name == "distance" else ""
+        ax.set(xlabel=f"{label}{unit}", ylabel="minutes", title=f"{title}: error by {label}")
         ax.legend(fontsize="small")
     fig.tight_layout()
     return fig

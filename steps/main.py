@@ -222,9 +222,9 @@ def describe(summary: dict[str, Any], params: dict[str, Any], experiment_id: str
         if summary["promoted"]
         else f"a challenger: the {CHAMPION} stays (it does better on its test month)"
     )
-    steps = "\n".join(
-        f"| {step} | [{rid}](#/experiments/{experiment_id}/runs/{rid}) | "
-        f"{'reused' if step in summary['reused_steps'] else 'ran'} |"
+    steps = ", ".join(
+        f"[{step}](#/experiments/{experiment_id}/runs/{rid})"
+        + (" (reused)" if step in summary["reused_steps"] else "")
         for step, rid in summary["step_runs"].items()
     )
     return f"""\
@@ -232,15 +232,11 @@ The whole pipeline on **{params["taxi"]}** taxi trips: trained on {params["train
 tuned on {params["val_month"]}, tested on {params["test_month"]}; \
 {params["encoding"]} encoding, {summary["n_trials"]} hyperopt trials.
 
-| | |
-|---|---|
-| best validation RMSE | {summary["best_val_rmse"]:.3f} minutes |
-| test RMSE | {summary["test_rmse"]:.3f} minutes |
-| registered | `{name}` version {version}, {outcome} |
+- best validation RMSE: **{summary["best_val_rmse"]:.3f} minutes**
+- test RMSE: **{summary["test_rmse"]:.3f} minutes**
+- registered: `{name}` version {version}, {outcome}
 
-| step | run | |
-|---|---|---|
-{steps}
+Steps, each a child run of this one: {steps}.
 
 Load the champion with `mlflow.pyfunc.load_model("models:/{name}@{CHAMPION}")`.
 """

@@ -132,11 +132,9 @@ def describe(
 Retrained trial run `{chosen.run_id}`, {why}, on the training month with early stopping on \
 the validation month, then scored the test month ({test_month}).
 
-| | |
-|---|---|
-| validation RMSE | {metrics["val_rmse"]:.3f} minutes |
-| test RMSE | **{metrics["test_rmse"]:.3f} minutes** |
-| trees | {int(metrics["n_trees"])} (max depth {chosen.params["max_depth"]}) |
+- validation RMSE: {metrics["val_rmse"]:.3f} minutes
+- test RMSE: **{metrics["test_rmse"]:.3f} minutes**
+- trees: {int(metrics["n_trees"])} (max depth {chosen.params["max_depth"]})
 
 Largest errors on the test month: trips of {worst.name} (RMSE {worst["rmse"]:.1f} min over \
 {int(worst["trips"]):,} trips). Share of the gain: {relies}.

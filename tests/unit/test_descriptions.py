@@ -80,11 +80,11 @@ def test_rendered_summary_lines_up_the_link():
 def test_main_description_gives_figures_outcome_and_step_links():
     text = main.describe(SUMMARY, DEFAULTS, "7")
     assert "trained on 2021-01, tuned on 2021-02, tested on 2021-03" in text
-    rows = table_rows(text)
-    assert ["test RMSE", "6.287 minutes"] in rows
-    assert rows[3][1].startswith("`nyc-taxi-duration` version 3, a challenger")
-    assert ["ingest", "[a1](#/experiments/7/runs/a1)", "reused"] in rows
-    assert ["hpo", "[c3](#/experiments/7/runs/c3)", "ran"] in rows
+    assert "- test RMSE: **6.287 minutes**" in text
+    assert "- registered: `nyc-taxi-duration` version 3, a challenger" in text
+    assert (
+        "[ingest](#/experiments/7/runs/a1) (reused), [featurize](#/experiments/7/runs/b2)," in text
+    )
 
 
 def test_ingest_description_tabulates_each_split():
@@ -142,7 +142,7 @@ def test_train_best_description_says_what_was_retrained_and_where_it_errs():
     metrics = {"val_rmse": 6.1, "test_rmse": 6.3, "n_trees": 80.0}
     text = train_best.describe(chosen, 0.5, metrics, "2021-03", errors, shares, "models:/m-1")
     assert "cheapest trial (trees x depth) within 0.5 min of the best" in text
-    assert ["test RMSE", "**6.300 minutes**"] in table_rows(text)
+    assert "- test RMSE: **6.300 minutes**" in text
     assert "trips of 10-20 mi (RMSE 11.5 min over 30 trips)" in text
     assert "trip distance 80%, pickup zone 20%" in text
 
