@@ -7,12 +7,14 @@ run wrote; for register also the registry) match a FINISHED run in the experimen
 again: that run is reused (steps/reuse.py), unless `force` names the step. Ends with a summary
 (best validation RMSE, test RMSE, registered version and aliases, what was reused, the link to
 the runs in the MLflow UI); logs summary.json and tags step.<name>.run_id, step.<name>.reused and
-reused. The run is named after what it did (taxi, months, encoding, trials) and describes its
-outcome on its page in the UI; its experiment is tagged as a model-training experiment.
+reused. The run is named after what it did (taxi, months, encoding, trials) unless
+`mlflow run --run-name` named it, and describes its outcome on its page in the UI; its
+experiment is tagged as a model-training experiment.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +184,12 @@ def run_name(params: dict[str, Any]) -> str:
     return f"{params['taxi']} {months} {params['encoding']} {params['max_evals']} trials"
 
 
+def is_generated_name(name: str) -> bool:
+    """True for the random names MLflow gives unnamed runs (`skittish-gnat-540`); a name the
+    user chose with `mlflow run --run-name` is kept."""
+    return re.fullmatch(r"[a-z]+-[a-z]+-\d+", name) is not None
+
+
 def ui_hint(tracking_uri: str, experiment_id: str) -> list[tuple[str, str]]:
     """How to see the experiment's runs table: open a server's page, or start `mlflow ui` on the
     store first (`make ui` for the project's own store)."""
@@ -272,7 +280,8 @@ def main(force: str, **params: Any) -> None:
     calls = plan(params)
     forced = parse_force(force)
     with runs.step_run(MAIN) as run:
-        runs.set_run_name(run_name(params))
+        if is_generated_name(run.info.run_name or ""):
+            runs.set_run_name(run_name(params))
         runs.log_params({**params, "force": force})
         experiment_id = run.info.experiment_id
         runs.mark_model_training(experiment_id)

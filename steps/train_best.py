@@ -64,6 +64,7 @@ class Candidate:
     params: dict[str, Any]
     rmse: float
     n_trees: int
+    name: str = ""  # the trial run's name (trial-007)
 
     @property
     def cost(self) -> int:
@@ -87,6 +88,7 @@ def candidates_of(hpo_run: Any) -> list[Candidate]:
             boosting.parse_params(run.data.params),
             float(run.data.metrics["rmse"]),
             int(run.data.metrics["n_trees"]),
+            run.info.run_name or "",
         )
         for run in runs.child_runs(hpo_run)
         if "rmse" in run.data.metrics
@@ -129,8 +131,8 @@ def describe(
     worst = by_distance.iloc[int(np.argmax(by_distance["rmse"].to_numpy()))]
     relies = ", ".join(f"{INPUT_LABELS.get(str(c), c)} {v:.0%}" for c, v in shares.items())
     return f"""\
-Retrained trial run `{chosen.run_id}`, {why}, on the training month with early stopping on \
-the validation month, then scored the test month ({test_month}).
+Retrained {chosen.name or "the trial"} (run `{chosen.run_id}`), {why}, on the training month \
+with early stopping on the validation month, then scored the test month ({test_month}).
 
 - validation RMSE: {metrics["val_rmse"]:.3f} minutes
 - test RMSE: **{metrics["test_rmse"]:.3f} minutes**

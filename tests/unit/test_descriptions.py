@@ -45,6 +45,12 @@ def test_main_run_name_says_taxi_months_encoding_and_trials():
     assert main.run_name(DEFAULTS) == "green 2021-01/2021-02/2021-03 categorical 50 trials"
 
 
+def test_only_mlflows_random_run_names_are_replaced():
+    assert main.is_generated_name("skittish-gnat-540")
+    assert not main.is_generated_name("my baseline")
+    assert not main.is_generated_name("green 2021-01/2021-02/2021-03 categorical 50 trials")
+
+
 def test_summary_points_at_a_server_page():
     hint = main.ui_hint("http://10.0.0.5:5000", "7")
     assert hint == [
@@ -131,7 +137,7 @@ def test_hpo_description_names_the_winner_and_how_to_compare():
 
 
 def test_train_best_description_says_what_was_retrained_and_where_it_errs():
-    chosen = train_best.Candidate("t9", {"max_depth": 7}, 6.1, 80)
+    chosen = train_best.Candidate("t9", {"max_depth": 7}, 6.1, 80, "trial-009")
     errors = {
         "distance": pd.DataFrame(
             {"trips": [900, 30], "rmse": [4.0, 11.5], "mean_error": [0.1, -3.0]},
@@ -141,7 +147,8 @@ def test_train_best_description_says_what_was_retrained_and_where_it_errs():
     shares = pd.Series({DISTANCE: 0.8, PU: 0.2})
     metrics = {"val_rmse": 6.1, "test_rmse": 6.3, "n_trees": 80.0}
     text = train_best.describe(chosen, 0.5, metrics, "2021-03", errors, shares, "models:/m-1")
-    assert "cheapest trial (trees x depth) within 0.5 min of the best" in text
+    assert text.startswith("Retrained trial-009 (run `t9`), the cheapest trial (trees x depth)")
+    assert "within 0.5 min of the best" in text
     assert "- test RMSE: **6.300 minutes**" in text
     assert "trips of 10-20 mi (RMSE 11.5 min over 30 trips)" in text
     assert "trip distance 80%, pickup zone 20%" in text
