@@ -2,10 +2,10 @@
 (registered in pyproject.toml). They sit on top of plain modules; no step imports them.
 
 - PipelineExperimentProvider makes plain `mlflow run . -e main` log to `nyc-taxi-experiment`
-  (created tagged as a model-training experiment) instead of MLflow's Default.
-  MLflow creates the main run before any project code runs and asks
-  `mlflow.default_experiment_provider` plugins only when nothing else chose an experiment, so
-  `--experiment-name`, `--experiment-id` and MLFLOW_EXPERIMENT_NAME/ID still win.
+  (created tagged as a model-training experiment) instead of MLflow's Default. MLflow creates
+  the main run before any project code runs and asks `mlflow.default_experiment_provider`
+  plugins only when nothing else chose an experiment, so `--experiment-name`,
+  `--experiment-id` and MLFLOW_EXPERIMENT_NAME/ID still win.
 - PreflightRequestHeaderProvider checks the tracking server once, before the first request of
   `mlflow run` (request-header plugins are the only hook MLflow calls that early).
 

@@ -130,8 +130,8 @@ def set_run_name(name: str) -> None:
 def mark_model_training(experiment_id: str) -> None:
     """Tag the experiment as a model-training one, as MLflow 3 expects, unless it says already.
 
-    Only the label in the UI depends on it, so a store that refuses the write (a user who may
-    log runs but not edit the experiment) is left as it is.
+    Only how the UI presents the experiment depends on it, so a store that refuses the write
+    (a user who may log runs but not edit the experiment) is left as it is.
     """
     experiment = client().get_experiment(experiment_id)
     if experiment.tags.get(EXPERIMENT_KIND_TAG):
