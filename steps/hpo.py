@@ -209,8 +209,9 @@ def spark_trials(master: str, parallelism: int) -> Trials:
         from hyperopt import SparkTrials
         from pyspark.sql import SparkSession
     except ImportError:
-        raise PipelineError(
-            "backend=spark needs pyspark; install it with pip install -e '.[spark]'"
+        raise PipelineError(  # the environment running this step, venv activated or not
+            "backend=spark needs pyspark, an extra `make install` leaves out; install it with "
+            f"{sys.executable} -m pip install -e '{PROJECT_DIR}[spark]'"
         ) from None
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
