@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from steps.contracts import DISTANCE, DO, PICKUP, PU
 
@@ -80,6 +81,7 @@ def plot_search(rmse_by_trial: Mapping[int, float]) -> Figure:
     top = float(np.quantile(rmse, 0.9)) if len(rmse) >= 10 else float(rmse.max())
     span = max(top - float(best.min()), 1e-3)
     ax.set_ylim(float(best.min()) - 0.1 * span, top + 0.1 * span)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbered, not measured
     ax.set(xlabel="trial", ylabel="validation RMSE (minutes)", title="Hyperparameter search")
     ax.legend(fontsize="small")
     fig.tight_layout()
