@@ -1,41 +1,64 @@
 # One entry point for people, the README and CI: `make help` lists the targets.
+# Every target runs the venv's own programs (.venv/bin/...): no need to activate it first.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Extra `mlflow run` arguments, e.g. make run ARGS="-P source=../shared/data -P max_evals=20"
+# Extra `mlflow run` arguments, e.g. make run ARGS="-P source=data -P max_evals=20"
 ARGS   ?=
+# make ui: the tracking store to browse, where the UI listens, more `mlflow ui` options
+STORE   ?= sqlite:///mlflow.db
+UI_PORT ?= 5000
+UI_ARGS ?=
+# make data: which months to download, from where, into which folder
+TAXI   ?= green
+MONTHS ?= 2021-01..2021-03
+SOURCE ?= https://d37ci6vzurychx.cloudfront.net/trip-data
+DATA   ?= data
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench ui clean
+.PHONY: help install run test lint bench ui data clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: $(BIN)/.installed ## Create .venv and install the project with its dev tools
+install: $(BIN)/.installed ## Create .venv with what the pipeline needs (no test or Spark tools)
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+# What the tests add: pytest, the servers they start, Playwright, and Spark for the Spark tests.
+$(BIN)/.installed-test: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,spark]'
+	@touch $@
+
+# What lint adds: ruff, mypy and its stubs.
+$(BIN)/.installed-dev: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
 # The steps' commands call `python`: the venv must come first on PATH, as if activated.
 run: install ## Run the whole pipeline on the embedded store (sqlite:///mlflow.db)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow run . -e main --env-manager local $(ARGS)
 
-test: install ## Run the unit, integration and e2e tests
+test: $(BIN)/.installed-test ## Run the unit, integration, e2e, reliability and browser tests
 	$(BIN)/pytest $(ARGS)
 
-lint: install ## ruff (lint + format check) and mypy
+lint: $(BIN)/.installed-dev ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install ## Benchmark against the course flow on ../shared/data (prints a table)
+bench: install ## Benchmark against the course flow (prints a table)
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 
-ui: install ## Open the MLflow UI on the embedded store
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+ui: install ## Open the MLflow UI on the embedded store; prints the link to the pipeline's runs
+	$(BIN)/python -m steps.ui --backend-store-uri $(STORE) --port $(UI_PORT) -- $(UI_ARGS)
 
-clean: ## Remove the local store, artifacts and caches (not the venv)
+data: install ## Download the default months (green 2021-01..03) into data/, for -P source=data
+	$(BIN)/python -m steps.data --taxi $(TAXI) --dest $(DATA) --source $(SOURCE) $(MONTHS)
+
+clean: ## Remove the local store, artifacts and caches (not the venv, not data/)
 	rm -rf mlflow.db mlruns .pytest_cache .mypy_cache .ruff_cache

@@ -30,9 +30,22 @@ UPSTREAM: Final[dict[str, tuple[str, str]]] = {
 
 # --- experiment, registry and tracking defaults --------------------------------------------
 EXPERIMENT_NAME: Final = "nyc-taxi-experiment"
+# MLflow 3 tells GenAI experiments from model-training ones by this experiment tag.
+EXPERIMENT_KIND_TAG: Final = "mlflow.experimentKind"
+MODEL_TRAINING_KIND: Final = "custom_model_development"
 MODEL_NAME: Final = "nyc-taxi-duration"
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
+
+# --- the MLflow UI ---------------------------------------------------------------------------
+UI_URL: Final = "http://127.0.0.1:5000"  # where `mlflow ui` (make ui) listens by default
+
+
+def runs_table_url(ui_url: str, experiment_id: str) -> str:
+    """The experiment's runs table under "Model training": MLflow 3 opens an experiment on its
+    GenAI overview unless the link names the workflow type."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
 
 # --- data source ---------------------------------------------------------------------------
 TLC_URL: Final = "https://d37ci6vzurychx.cloudfront.net/trip-data"
@@ -99,8 +112,12 @@ TRIALS_FILE: Final = "trials.csv"  # hpo
 BEST_PARAMS_FILE: Final = "best_params.json"  # hpo
 MODEL_NAME_IN_RUN: Final = "model"  # train_best: the logged pyfunc's name
 BOOSTER_FILE: Final = "booster.ubj"  # inside the logged model: artifacts/booster.ubj
-PLOTS_DIR: Final = "plots"  # train_best
-TEST_PREDICTIONS_PLOT: Final = f"{PLOTS_DIR}/test_predictions.png"
+PLOTS_DIR: Final = "plots"  # ingest, hpo, train_best
+DISTRIBUTIONS_PLOT: Final = f"{PLOTS_DIR}/distributions.png"  # ingest
+SEARCH_PLOT: Final = f"{PLOTS_DIR}/search.png"  # hpo
+TEST_PREDICTIONS_PLOT: Final = f"{PLOTS_DIR}/test_predictions.png"  # train_best...
+TEST_ERRORS_PLOT: Final = f"{PLOTS_DIR}/test_errors.png"
+FEATURE_IMPORTANCE_PLOT: Final = f"{PLOTS_DIR}/feature_importance.png"
 REGISTRATION_FILE: Final = "registration.json"  # register
 SUMMARY_FILE: Final = "summary.json"  # main
 

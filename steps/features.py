@@ -65,11 +65,12 @@ def filter_trips(
 
     Features are not filtered: an unknown zone or an invalid distance becomes a missing value
     in the preprocessors, exactly as at prediction time, and is counted here.
-    Returns the model input columns plus the target, and the counts.
+    Returns the pickup time (for error breakdowns by hour), the model input columns and the
+    target, and the counts.
     """
     with_target = with_duration(trips)
     keep = with_target[TARGET].between(min_duration, max_duration)
-    kept = with_target.loc[keep, [*MODEL_INPUT_COLUMNS, TARGET]].reset_index(drop=True)
+    kept = with_target.loc[keep, [PICKUP, *MODEL_INPUT_COLUMNS, TARGET]].reset_index(drop=True)
     unknown_zone = zone_codes(kept[PU]).isna() | zone_codes(kept[DO]).isna()
     stats = FilterStats(
         rows_in=len(trips),
@@ -170,6 +171,15 @@ def make_preprocessor(encoding: str) -> Preprocessor:
     if encoding == "onehot":
         return OneHotPreprocessor()
     raise PipelineError(f"encoding must be categorical or onehot, got {encoding!r}")
+
+
+def matrix_columns(preprocessor: Preprocessor) -> list[str]:
+    """For each column of the preprocessor's matrix, the input it encodes: PULocationID,
+    DOLocationID, trip_distance, or for the one-hot encoding the PU_DO pair."""
+    if isinstance(preprocessor, OneHotPreprocessor):
+        names = preprocessor.vectorizer.get_feature_names_out()
+        return [str(name).split("=", 1)[0] for name in names]
+    return list(MODEL_INPUT_COLUMNS)
 
 
 def model_input(records: pd.DataFrame) -> pd.DataFrame:

@@ -3,8 +3,9 @@
 Input: ingest_run (runs:/<id> of an ingest run). Parameters: encoding (categorical|onehot),
 min_duration, max_duration (minutes).
 Artifacts: preprocessor/preprocessor.pkl, matrices/{split}.{parquet|npz} (features + target),
-trips/{split}.parquet (kept rows: model input columns + target), featurize_summary.json.
-Metrics: {split}_rows_kept, {split}_rows_dropped (+ why), n_features.
+trips/{split}.parquet (kept rows: pickup time, model input columns + target),
+featurize_summary.json. Metrics: {split}_rows_kept, {split}_rows_dropped (+ why), n_features.
+The run's description (its page in the MLflow UI) tabulates what each split kept.
 """
 
 from __future__ import annotations
@@ -78,6 +79,36 @@ def build_features(
     return Features(preprocessor, trips, matrices, stats)
 
 
+ENCODING_WORDS = {
+    "categorical": "pickup and dropoff zones as XGBoost native categoricals, plus the distance",
+    "onehot": "the pickup-dropoff zone pair one-hot encoded (the course's DictVectorizer), "
+    "plus the distance",
+}
+
+
+def describe(features: Features, min_duration: float, max_duration: float) -> str:
+    """The run's description (markdown, shown on its page in the MLflow UI)."""
+    encoding = features.preprocessor.encoding
+    n_features = features.matrices["train"].columns
+    rows = "\n".join(
+        f"| {split} | {st.rows_in:,} | {st.rows_kept:,} | {st.dropped_duration:,} | "
+        f"{st.unknown_zone:,} | {st.invalid_distance:,} |"
+        for split, st in features.stats.items()
+    )
+    return f"""\
+Kept the trips lasting **{min_duration:g} to {max_duration:g} minutes**; encoding \
+**{encoding}**: {ENCODING_WORDS.get(encoding, encoding)} ({n_features:,} features, fitted on \
+the training split only).
+
+| split | trips in | kept | dropped (duration) | kept, unknown zone | kept, invalid distance |
+|---|---|---|---|---|---|
+{rows}
+
+Unknown zones and invalid distances stay in: the model sees them as missing, as it will when \
+serving. Matrices: `{MATRICES_DIR}/`; kept trips: `{TRIPS_DIR}/`.
+"""
+
+
 @click.command(help=__doc__)
 @click.option("--ingest-run", required=True, help="runs:/<id> of an ingest run.")
 @click.option("--encoding", default="categorical", show_default=True)
@@ -131,6 +162,7 @@ def main(ingest_run: str, encoding: str, min_duration: float, max_duration: floa
             }
         runs.log_metrics(metrics)
         runs.set_tags({**runs.data_tags(upstream), "encoding": encoding})
+        runs.set_description(describe(features, min_duration, max_duration))
         print(
             f"featurize: runs:/{run.info.run_id} encoding={encoding} "
             + ", ".join(f"{s}={st.rows_kept} rows kept" for s, st in features.stats.items())

@@ -5,7 +5,9 @@ num_boost_round, early_stopping_rounds, backend (local: trials in this process; 
 hyperopt's SparkTrials), parallelism (Spark trials at once), spark_master.
 Each trial: a child run tagged model=xgboost with its hyperparameters, `rmse`,
 `training_seconds` and `n_trees`; one line per trial on stderr (a progress bar on a terminal).
-This run: best_rmse, best_<param> params, trials.csv, best_params.json, tag best_trial_run_id.
+This run: best_rmse, best_<param> params, trials.csv, best_params.json, tag best_trial_run_id,
+plots/search.png (validation RMSE by trial and the best so far) and a description (its page in
+the MLflow UI) with the winner and how to compare the trials.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ from steps.contracts import (
     HPO,
     OUTPUT_DIGEST_TAG,
     PROJECT_DIR,
+    SEARCH_PLOT,
     TRIALS_FILE,
     matrix_split_path,
 )
 from steps.errors import PipelineError
 from steps.features import FeatureMatrix, load_matrix
+from steps.figures import plot_search
 from steps.reuse import digest_values
 
 PACKAGE_DIR = "steps"
@@ -205,8 +209,9 @@ def spark_trials(master: str, parallelism: int) -> Trials:
         from hyperopt import SparkTrials
         from pyspark.sql import SparkSession
     except ImportError:
-        raise PipelineError(
-            "backend=spark needs pyspark; install it with pip install -e '.[spark]'"
+        raise PipelineError(  # the environment running this step, venv activated or not
+            "backend=spark needs pyspark, an extra `make install` leaves out; install it with "
+            f"{sys.executable} -m pip install -e '{PROJECT_DIR}[spark]'"
         ) from None
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -240,6 +245,33 @@ def results_digest(input_digest: str, budget: Budget, results: list[TrialResult]
     and every trial's outcome (not run ids or timings, which differ on every run)."""
     outcomes = [(r.number, r.params, r.rmse, r.n_trees) for r in results]
     return digest_values(input_digest, asdict(budget), outcomes)
+
+
+def describe(
+    results: list[TrialResult], budget: Budget, backend: str, tuning_seconds: float
+) -> str:
+    """The run's description (markdown, shown on its page in the MLflow UI)."""
+    best = min(results, key=lambda r: r.rmse)
+    worst = max(r.rmse for r in results)
+    params = "\n".join(f"| {name} | {_param(value)} |" for name, value in best.params.items())
+    return f"""\
+Searched **{len(results)}** XGBoost configurations with hyperopt's TPE (seed {budget.seed}, \
+backend {backend}, {tuning_seconds:.0f} s), each trained with early stopping on the validation \
+month. Validation RMSE went from {worst:.3f} (worst trial) to **{best.rmse:.3f} minutes**, \
+reached by trial {best.number} with {best.n_trees} trees:
+
+| hyperparameter | best value |
+|---|---|
+{params}
+
+Each trial is a child run of this one: expand this run in the runs table, tick its trials and \
+press *Compare* for the parallel coordinates plot. The search over time: `{SEARCH_PLOT}`; \
+every trial: `{TRIALS_FILE}`.
+"""
+
+
+def _param(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 class MlflowTrialLogger:
@@ -341,6 +373,8 @@ def main(
             raise PipelineError("every trial failed; see the FAILED trial runs under this run")
         best = min(results, key=lambda r: r.rmse)
         runs.log_table(trials_table(results), TRIALS_FILE)
+        runs.log_figure(plot_search({r.number: r.rmse for r in results}), SEARCH_PLOT)
+        runs.set_description(describe(results, budget, backend, tuning_seconds))
         best_record = {**best.params, "rmse": best.rmse, "n_trees": best.n_trees}
         runs.log_json(best_record, BEST_PARAMS_FILE)
         runs.log_params({f"best_{k}": v for k, v in best.params.items()})

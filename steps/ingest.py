@@ -2,8 +2,10 @@
 
 Parameters: taxi (green|yellow), train_month, val_month, test_month (YYYY-MM), source (TLC's
 URL base or a local folder), cache_dir (download cache, default ~/.cache/nyc-taxi-duration).
-Artifacts: raw/{train,val,test}.parquet (canonical columns), profile.json.
+Artifacts: raw/{train,val,test}.parquet (canonical columns), profile.json,
+plots/distributions.png (trip duration and distance per split).
 Metrics: {split}_rows, {split}_rows_outside_month. Inputs: the three splits as MLflow datasets.
+The run's description (its page in the MLflow UI) tabulates the splits.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from steps.contracts import (
     DEFAULT_CACHE_DIR,
     DEFAULT_MONTHS,
     DISTANCE,
+    DISTRIBUTIONS_PLOT,
     DO,
     DROPOFF,
     INGEST,
@@ -39,6 +42,7 @@ from steps.contracts import (
     tlc_file_name,
 )
 from steps.errors import PipelineError
+from steps.figures import plot_distributions
 from steps.tlc import (
     fetch_month,
     month_location,
@@ -78,7 +82,7 @@ class SplitProfile:
 def profile_split(trips: pd.DataFrame, month: Month) -> SplitProfile:
     """Profile one split; pickups outside the month (TLC has them) are counted, not dropped."""
     pickup = trips[PICKUP]
-    minutes = (trips[DROPOFF] - pickup).dt.total_seconds() / 60
+    minutes = trip_minutes(trips)
     outside = pickups_outside(trips, month)
     return SplitProfile(
         month=str(month),
@@ -121,6 +125,35 @@ def _quantiles(values: pd.Series) -> dict[str, float | None]:
         f"p{round(q * 100)}": None if pd.isna(v) else round(float(v), 3)
         for q, v in zip(qs, found, strict=True)
     }
+
+
+def trip_minutes(trips: pd.DataFrame) -> pd.Series:
+    """Each trip's duration in minutes, as recorded (negative and day-long ones included)."""
+    return (trips[DROPOFF] - trips[PICKUP]).dt.total_seconds() / 60
+
+
+def describe(taxi: str, source: str, profile: dict[str, SplitProfile]) -> str:
+    """The run's description (markdown, shown on its page in the MLflow UI)."""
+    rows = "\n".join(
+        f"| {split} | {p.month} | {p.rows:,} | {p.rows_outside_month:,} | "
+        f"{_number(p.duration_minutes_quantiles['p50'])} | "
+        f"{_number(p.trip_distance_quantiles['p50'])} | {p.zones_seen} |"
+        for split, p in profile.items()
+    )
+    return f"""\
+**{taxi}** taxi trips from `{source}`, one month per split, kept as published \
+(featurize filters them).
+
+| split | month | trips | pickups outside the month | median minutes | median miles | zones |
+|---|---|---|---|---|---|---|
+{rows}
+
+Distributions: `{DISTRIBUTIONS_PLOT}`; statistics: `{PROFILE_FILE}`; the trips: `{RAW_DIR}/`.
+"""
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def load_splits(
@@ -180,6 +213,11 @@ def main(
                 profile[data.split] = profile_split(data.trips, data.month)
             runs.log_outputs(root, raw_paths())
         runs.log_json({s: asdict(p) for s, p in profile.items()}, PROFILE_FILE)
+        distributions = {
+            f"{d.split} {d.month}": (trip_minutes(d.trips), d.trips[DISTANCE]) for d in splits
+        }
+        runs.log_figure(plot_distributions(distributions), DISTRIBUTIONS_PLOT)
+        runs.set_description(describe(taxi, source, profile))
         metrics: dict[str, float] = {}
         for split, p in profile.items():
             metrics |= {

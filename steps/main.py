@@ -5,14 +5,21 @@ and `force`. All are validated before the first step starts. A step whose code, 
 parameters and input content (for ingest the source files, for the others what the upstream
 run wrote; for register also the registry) match a FINISHED run in the experiment is not run
 again: that run is reused (steps/reuse.py), unless `force` names the step. Ends with a summary
-(best validation RMSE, test RMSE, registered version and aliases, what was reused, how to open
-the UI); logs summary.json and tags step.<name>.run_id, step.<name>.reused and reused.
+(best validation RMSE, test RMSE, registered version and aliases, what was reused, the link to
+the runs in the MLflow UI); logs summary.json and tags step.<name>.run_id, step.<name>.reused and
+reused. The run is named after what it did (taxi, months, encoding, trials) unless
+`mlflow run --run-name` named it, and describes its outcome on its page in the UI; its
+experiment is tagged as a model-training experiment.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import click
 
@@ -44,7 +51,9 @@ from steps.contracts import (
     SUMMARY_FILE,
     TLC_URL,
     TRAIN_BEST,
+    UI_URL,
     UPSTREAM,
+    runs_table_url,
 )
 from steps.processes import pipeline_process_alive
 from steps.reuse import code_fingerprint, mlproject_types, params_equal, parse_force
@@ -168,16 +177,37 @@ def summarize(step_runs: dict[str, Run], reused: list[str]) -> dict[str, Any]:
     }
 
 
-def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str) -> str:
+def run_name(params: dict[str, Any]) -> str:
+    """What a main run did, as the runs table lists it: taxi, train/val/test months, encoding
+    and search budget, e.g. `green 2021-01/2021-02/2021-03 categorical 50 trials`."""
+    months = "/".join(str(params[k]) for k in ("train_month", "val_month", "test_month"))
+    return f"{params['taxi']} {months} {params['encoding']} {params['max_evals']} trials"
+
+
+def is_generated_name(name: str) -> bool:
+    """True for the random names MLflow gives unnamed runs (`skittish-gnat-540`); a name the
+    user chose with `mlflow run --run-name` is kept."""
+    return re.fullmatch(r"[a-z]+-[a-z]+-\d+", name) is not None
+
+
+def ui_hint(tracking_uri: str, experiment_id: str) -> list[tuple[str, str]]:
+    """How to see the experiment's runs table: open a server's page, or start `mlflow ui` on the
+    store first (`make ui` for the project's own store)."""
+    if urlparse(tracking_uri).scheme in ("http", "https"):
+        return [("browse the runs at", runs_table_url(tracking_uri, experiment_id))]
+    mlflow_bin = Path(sys.executable).parent / "mlflow"  # works with the venv not activated
+    executable = mlflow_bin if mlflow_bin.exists() else "mlflow"
+    start = f"{executable} ui --backend-store-uri {tracking_uri}"
+    if tracking_uri == f"sqlite:///{PROJECT_DIR / 'mlflow.db'}":
+        start = "make ui"
+    return [("browse the runs with", start), ("then open", runs_table_url(UI_URL, experiment_id))]
+
+
+def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str, experiment_id: str) -> str:
     """The closing lines printed to the terminal."""
     name, version = summary["model_name"], summary["model_version"]
     alias = "champion" if summary["promoted"] else "challenger (champion stays)"
     reused = ", ".join(summary["reused_steps"]) or "none"
-    ui = (
-        f"mlflow ui --backend-store-uri {tracking_uri}"
-        if tracking_uri.startswith("sqlite:")
-        else f"open {tracking_uri}"
-    )
     return "\n".join(
         [
             f"pipeline finished: main run {main_run_id}",
@@ -187,9 +217,37 @@ def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str) -> str:
             f"  registered            {name} version {version}, alias {alias}",
             f"  reused finished runs  {reused}",
             f"  load it with          mlflow.pyfunc.load_model('models:/{name}@champion')",
-            f"  browse the runs with  {ui}",
+            *(f"  {label:<21} {value}" for label, value in ui_hint(tracking_uri, experiment_id)),
         ]
     )
+
+
+def describe(summary: dict[str, Any], params: dict[str, Any], experiment_id: str) -> str:
+    """The main run's description (markdown, shown on its page in the MLflow UI)."""
+    name, version = summary["model_name"], summary["model_version"]
+    outcome = (
+        f"now the **{CHAMPION}**"
+        if summary["promoted"]
+        else f"a challenger: the {CHAMPION} stays (it does better on its test month)"
+    )
+    steps = ", ".join(
+        f"[{step}](#/experiments/{experiment_id}/runs/{rid})"
+        + (" (reused)" if step in summary["reused_steps"] else "")
+        for step, rid in summary["step_runs"].items()
+    )
+    return f"""\
+The whole pipeline on **{params["taxi"]}** taxi trips: trained on {params["train_month"]}, \
+tuned on {params["val_month"]}, tested on {params["test_month"]}; \
+{params["encoding"]} encoding, {summary["n_trials"]} hyperopt trials.
+
+- best validation RMSE: **{summary["best_val_rmse"]:.3f} minutes**
+- test RMSE: **{summary["test_rmse"]:.3f} minutes**
+- registered: `{name}` version {version}, {outcome}
+
+Steps, each a child run of this one: {steps}.
+
+Load the champion with `mlflow.pyfunc.load_model("models:/{name}@{CHAMPION}")`.
+"""
 
 
 @click.command(help=__doc__)
@@ -222,8 +280,11 @@ def main(force: str, **params: Any) -> None:
     calls = plan(params)
     forced = parse_force(force)
     with runs.step_run(MAIN) as run:
+        if is_generated_name(run.info.run_name or ""):
+            runs.set_run_name(run_name(params))
         runs.log_params({**params, "force": force})
         experiment_id = run.info.experiment_id
+        runs.mark_model_training(experiment_id)
         stale = runs.end_stale_runs(experiment_id, run.info.run_id, pipeline_process_alive)
         for run_id in stale:
             print(f"main: ended stale run {run_id} (its process is gone) as KILLED")
@@ -250,7 +311,8 @@ def main(force: str, **params: Any) -> None:
             | {f"step.{s}.reused": str(s in reused).lower() for s in step_runs}
             | {"reused": ",".join(reused) or "none"}
         )
-        print(render(summary, run.info.run_id, redact(runs.tracking_uri())))
+        runs.set_description(describe(summary, params, experiment_id))
+        print(render(summary, run.info.run_id, redact(runs.tracking_uri()), experiment_id))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 (registered in pyproject.toml). They sit on top of plain modules; no step imports them.
 
 - PipelineExperimentProvider makes plain `mlflow run . -e main` log to `nyc-taxi-experiment`
-  instead of MLflow's Default. MLflow creates the main run before any project code runs and asks
-  `mlflow.default_experiment_provider` plugins only when nothing else chose an experiment, so
-  `--experiment-name`, `--experiment-id` and MLFLOW_EXPERIMENT_NAME/ID still win.
+  (created tagged as a model-training experiment) instead of MLflow's Default. MLflow creates
+  the main run before any project code runs and asks `mlflow.default_experiment_provider`
+  plugins only when nothing else chose an experiment, so `--experiment-name`,
+  `--experiment-id` and MLFLOW_EXPERIMENT_NAME/ID still win.
 - PreflightRequestHeaderProvider checks the tracking server once, before the first request of
   `mlflow run` (request-header plugins are the only hook MLflow calls that early).
 
@@ -23,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
 from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
 
-from steps.contracts import EXPERIMENT_NAME
+from steps.contracts import EXPERIMENT_KIND_TAG, EXPERIMENT_NAME, MODEL_TRAINING_KIND
 from steps.errors import EXIT_USER_ERROR, PipelineError
 from steps.server import check_can_write, check_tracking_server
 
@@ -53,7 +54,11 @@ class PipelineExperimentProvider(DefaultExperimentProvider):
                 _exit_on(exc)
             return experiment_id
         try:
-            return str(client.create_experiment(EXPERIMENT_NAME))
+            return str(
+                client.create_experiment(
+                    EXPERIMENT_NAME, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+                )
+            )
         except MlflowException:  # created meanwhile by a concurrent run
             experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
             if experiment is None:

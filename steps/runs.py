@@ -13,7 +13,7 @@ import socket
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,10 @@ from mlflow.tracking import MlflowClient
 from steps.contracts import (
     CODE_TAG,
     DATA_TAGS,
+    EXPERIMENT_KIND_TAG,
     HOST_TAG,
     INPUT_DIGEST_TAG,
+    MODEL_TRAINING_KIND,
     OUTPUT_DIGEST_TAG,
     PARENT_RUN_TAG,
     PID_TAG,
@@ -118,6 +120,30 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 def set_description(markdown: str) -> None:
     """The run's description, shown (as markdown) at the top of its page in the MLflow UI."""
     mlflow.set_tag("mlflow.note.content", markdown)
+
+
+def set_run_name(name: str) -> None:
+    """Rename the active run (the name the UI lists it by)."""
+    mlflow.set_tag("mlflow.runName", name)
+
+
+def mark_model_training(experiment_id: str) -> None:
+    """Tag the experiment as a model-training one, as MLflow 3 expects, unless it says already.
+
+    Only how the UI presents the experiment depends on it, so a store that refuses the write
+    (a user who may log runs but not edit the experiment) is left as it is.
+    """
+    experiment = client().get_experiment(experiment_id)
+    if experiment.tags.get(EXPERIMENT_KIND_TAG):
+        return
+    with suppress(MlflowException):
+        client().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+
+
+def experiment_id_in(store_uri: str, name: str) -> str | None:
+    """The id of experiment `name` in the tracking store at `store_uri`, None if it has none."""
+    experiment = _client_for(store_uri).get_experiment_by_name(name)
+    return None if experiment is None else str(experiment.experiment_id)
 
 
 def log_json(obj: Any, artifact_file: str) -> None:

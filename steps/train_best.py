@@ -3,18 +3,23 @@
 Input: hpo_run (runs:/<id> of an hpo run). Parameter: rmse_tolerance (minutes; 0 = the best
 trial, > 0 = the cheapest trial, fewest trees x depth, whose RMSE is within that of the best).
 Artifacts: the pyfunc model `model` (raw records in, minutes out; signature and input example),
-preprocessor/preprocessor.pkl, plots/*.png, autolog's per-iteration metrics and importances.
-Metrics: val_rmse, test_rmse, training_seconds, n_trees. Tag model_uri (models:/m-...).
+preprocessor/preprocessor.pkl, autolog's per-iteration metrics and importances, and pictures
+of the test month: plots/test_predictions.png (predicted vs actual), plots/test_errors.png
+(error by distance band and pickup hour), plots/feature_importance.png (each input's share of
+the gain). Metrics: val_rmse, test_rmse, training_seconds, n_trees. Tag model_uri
+(models:/m-...). The run's description (its page in the MLflow UI) sums them up.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 import pandas as pd
 
 from steps import boosting, model, runs
@@ -22,6 +27,7 @@ from steps.cli import exits_cleanly
 from steps.config import check_tolerance
 from steps.contracts import (
     BOOSTER_FILE,
+    FEATURE_IMPORTANCE_PLOT,
     FEATURIZE,
     MODEL_INPUT_COLUMNS,
     MODEL_NAME_IN_RUN,
@@ -30,14 +36,21 @@ from steps.contracts import (
     PREPROCESSOR_DIR,
     PREPROCESSOR_PATH,
     TARGET,
+    TEST_ERRORS_PLOT,
     TEST_PREDICTIONS_PLOT,
     TRAIN_BEST,
     matrix_split_path,
     trips_split_path,
 )
 from steps.errors import PipelineError
-from steps.features import load_matrix
-from steps.figures import plot_predictions
+from steps.features import load_matrix, load_preprocessor, matrix_columns
+from steps.figures import (
+    INPUT_LABELS,
+    error_tables,
+    plot_errors,
+    plot_feature_importance,
+    plot_predictions,
+)
 from steps.reuse import digest_files, digest_values
 
 STEPS_DIR = Path(__file__).resolve().parent
@@ -51,6 +64,7 @@ class Candidate:
     params: dict[str, Any]
     rmse: float
     n_trees: int
+    name: str = ""  # the trial run's name (trial-007)
 
     @property
     def cost(self) -> int:
@@ -74,10 +88,63 @@ def candidates_of(hpo_run: Any) -> list[Candidate]:
             boosting.parse_params(run.data.params),
             float(run.data.metrics["rmse"]),
             int(run.data.metrics["n_trees"]),
+            run.info.run_name or "",
         )
         for run in runs.child_runs(hpo_run)
         if "rmse" in run.data.metrics
     ]
+
+
+def importance_by_input(scores: Mapping[str, Any], columns: list[str]) -> pd.Series:
+    """Each model input's share of the booster's total gain, largest first.
+
+    `scores` is Booster.get_score(importance_type="total_gain"): keyed by feature name for the
+    dense encoding, by f<position> for the sparse one; `columns` names the input behind each
+    matrix column (features.matrix_columns), so a one-hot pair's thousands of columns add up to
+    one input. Inputs the trees never split on get 0.
+    """
+    names = set(columns)
+    totals = pd.Series(0.0, index=list(dict.fromkeys(columns)))
+    for key, gain in scores.items():
+        column = key if key in names else columns[int(key.removeprefix("f"))]
+        totals[column] += float(gain)
+    total = float(totals.sum())
+    return (totals / total if total > 0 else totals).sort_values(ascending=False)
+
+
+def describe(
+    chosen: Candidate,
+    rmse_tolerance: float,
+    metrics: Mapping[str, float],
+    test_month: str,
+    errors: Mapping[str, pd.DataFrame],
+    shares: pd.Series,
+    model_uri: str,
+) -> str:
+    """The run's description (markdown, shown on its page in the MLflow UI)."""
+    why = (
+        "the best trial of the search"
+        if rmse_tolerance == 0
+        else f"the cheapest trial (trees x depth) within {rmse_tolerance:g} min of the best"
+    )
+    by_distance = errors["distance"]
+    worst = by_distance.iloc[int(np.argmax(by_distance["rmse"].to_numpy()))]
+    relies = ", ".join(f"{INPUT_LABELS.get(str(c), c)} {v:.0%}" for c, v in shares.items())
+    return f"""\
+Retrained {chosen.name or "the trial"} (run `{chosen.run_id}`), {why}, on the training month \
+with early stopping on the validation month, then scored the test month ({test_month}).
+
+- validation RMSE: {metrics["val_rmse"]:.3f} minutes
+- test RMSE: **{metrics["test_rmse"]:.3f} minutes**
+- trees: {int(metrics["n_trees"])} (max depth {chosen.params["max_depth"]})
+
+Largest errors on the test month: trips of {worst.name} (RMSE {worst["rmse"]:.1f} min over \
+{int(worst["trips"]):,} trips). Share of the gain: {relies}.
+
+Pictures: `{TEST_PREDICTIONS_PLOT}`, `{TEST_ERRORS_PLOT}`, `{FEATURE_IMPORTANCE_PLOT}`. \
+The model, `{model_uri}`, takes raw trip records ({", ".join(MODEL_INPUT_COLUMNS)}) and \
+answers minutes: `mlflow.pyfunc.load_model("{model_uri}")`.
+"""
 
 
 @click.command(help=__doc__)
@@ -129,19 +196,23 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
                 input_example=example,
             )
         runs.log_artifact(preprocessor_path, PREPROCESSOR_DIR)
-        runs.log_figure(
-            plot_predictions(test_trips[TARGET].to_numpy(), test_pred, "test"),
-            TEST_PREDICTIONS_PLOT,
+        y_test = test_trips[TARGET].to_numpy()
+        runs.log_figure(plot_predictions(y_test, test_pred, "test"), TEST_PREDICTIONS_PLOT)
+        errors = error_tables(test_trips, y_test, np.asarray(test_pred))
+        runs.log_figure(plot_errors(errors, "test"), TEST_ERRORS_PLOT)
+        shares = importance_by_input(
+            fit.booster.get_score(importance_type="total_gain"),
+            matrix_columns(load_preprocessor(preprocessor_path)),
         )
-        runs.log_metrics(
-            {
-                "val_rmse": fit.val_rmse,
-                "test_rmse": test_rmse,
-                "training_seconds": fit.seconds,
-                "n_trees": fit.n_trees,
-                "selected_trial_rmse": chosen.rmse,
-            }
-        )
+        runs.log_figure(plot_feature_importance(shares), FEATURE_IMPORTANCE_PLOT)
+        metrics = {
+            "val_rmse": fit.val_rmse,
+            "test_rmse": test_rmse,
+            "training_seconds": fit.seconds,
+            "n_trees": fit.n_trees,
+            "selected_trial_rmse": chosen.rmse,
+        }
+        runs.log_metrics(metrics)
         runs.set_tags(
             {
                 **runs.data_tags(hpo),
@@ -151,6 +222,10 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
                 # register reads the model and featurize's test trips (covered by hpo's digest)
                 OUTPUT_DIGEST_TAG: digest_values(runs.output_digest(hpo), booster_digest),
             }
+        )
+        test_month = runs.data_tags(hpo).get("test_month", "?")
+        runs.set_description(
+            describe(chosen, rmse_tolerance, metrics, test_month, errors, shares, model_uri)
         )
         print(
             f"train_best: runs:/{run.info.run_id} trial {chosen.run_id} -> val RMSE "

@@ -21,10 +21,10 @@ FAST_HPO = {"max_evals": "3", "num_boost_round": "60", "early_stopping_rounds": 
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by its folder (unit, integration, e2e, reliability)."""
+    """Mark each test by its folder (unit, integration, e2e, reliability, ui)."""
     for item in items:
         kind = Path(str(item.fspath)).relative_to(PROJECT_DIR / "tests").parts[0]
-        if kind in ("unit", "integration", "e2e", "reliability"):
+        if kind in ("unit", "integration", "e2e", "reliability", "ui"):
             item.add_marker(kind)
 
 
@@ -39,6 +39,19 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(PROJECT_DIR)
     env.update(extra)
     return env
+
+
+def make_command(*args: str) -> list[str]:
+    """`make <args>` on the project's Makefile from any folder, with the venv that runs the
+    tests as the installed one (`-o`: make never reinstalls it)."""
+    venv = BIN_DIR.parent
+    makefile = str(PROJECT_DIR / "Makefile")
+    return ["make", "-f", makefile, "-o", f"{venv}/bin/.installed", f"VENV={venv}", *args]
+
+
+def bare_env(**extra: str) -> dict[str, str]:
+    """A shell where the venv is not activated: only the system's PATH, and HOME."""
+    return {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), **extra}
 
 
 def run_step(module: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

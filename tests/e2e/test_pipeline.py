@@ -14,13 +14,21 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from steps.contracts import (
+    DISTRIBUTIONS_PLOT,
+    EXPERIMENT_KIND_TAG,
     EXPERIMENT_NAME,
+    FEATURE_IMPORTANCE_PLOT,
     MODEL_NAME,
     MODEL_TAG,
+    MODEL_TRAINING_KIND,
     PARENT_RUN_TAG,
+    SEARCH_PLOT,
     STEP_TAG,
     STEPS,
+    TEST_ERRORS_PLOT,
+    TEST_PREDICTIONS_PLOT,
 )
+from steps.main import run_name
 from tests.conftest import DATA_DIR, FAST_HPO, error_lines, mlflow_run, subprocess_env
 
 PARAMS = {"source": str(DATA_DIR), **FAST_HPO}
@@ -57,6 +65,8 @@ def test_main_has_five_nested_step_runs_and_trials_under_hpo(pipeline):
     assert sorted(r.data.tags["mlflow.project.entryPoint"] for r in children) == sorted(STEPS)
     assert all(r.info.status == "FINISHED" for r in runs)
     assert {r.info.run_name for r in children} == set(STEPS)
+    assert main.info.run_name == "green 2021-01/2021-02/2021-03 categorical 3 trials"
+    assert main.info.run_name == run_name(main.data.params)
     hpo = next(r for r in children if r.data.tags[STEP_TAG] == "hpo")
     trials = [r for r in runs if r.data.tags.get(PARENT_RUN_TAG) == hpo.info.run_id]
     assert len(trials) == int(FAST_HPO["max_evals"])
@@ -75,9 +85,9 @@ def test_every_step_logs_artifacts_of_its_own(pipeline):
     _, _, client = pipeline
     runs = {r.data.tags.get(STEP_TAG): r for r in runs_of(client)}
     expected = {
-        "ingest": {"raw", "profile.json"},
+        "ingest": {"raw", "profile.json", "plots"},
         "featurize": {"preprocessor", "matrices", "trips", "featurize_summary.json"},
-        "hpo": {"trials.csv", "best_params.json"},
+        "hpo": {"trials.csv", "best_params.json", "plots"},
         "train_best": {"preprocessor", "plots"},
         "register": {"registration.json"},
         "main": {"summary.json"},
@@ -85,6 +95,30 @@ def test_every_step_logs_artifacts_of_its_own(pipeline):
     for step, paths in expected.items():
         listed = {a.path for a in client.list_artifacts(runs[step].info.run_id)}
         assert paths <= listed, (step, listed)
+    pictures = {
+        "ingest": [DISTRIBUTIONS_PLOT],
+        "hpo": [SEARCH_PLOT],
+        "train_best": [TEST_PREDICTIONS_PLOT, TEST_ERRORS_PLOT, FEATURE_IMPORTANCE_PLOT],
+    }
+    for step, paths in pictures.items():
+        listed = {a.path for a in client.list_artifacts(runs[step].info.run_id, "plots")}
+        assert set(paths) <= listed, (step, listed)
+
+
+def test_runs_describe_themselves_in_markdown(pipeline):
+    _, _, client = pipeline
+    runs = {r.data.tags.get(STEP_TAG): r for r in runs_of(client)}
+    opening = {
+        "ingest": "**green** taxi trips from",
+        "featurize": "Kept the trips lasting **1 to 60 minutes**",
+        "hpo": "Searched **3** XGBoost configurations",
+        "train_best": "Retrained trial-",
+        "main": "The whole pipeline on **green** taxi trips",
+    }
+    for step, start in opening.items():
+        assert runs[step].data.tags["mlflow.note.content"].startswith(start), step
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
 
 
 def test_main_prints_a_summary_and_logs_it(pipeline):
@@ -187,6 +221,9 @@ def test_failing_step_fails_main_registers_nothing_and_honours_experiment_name(t
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = runs_of(client, "my-experiment")
     assert sorted(r.data.tags[STEP_TAG] for r in runs) == ["ingest", "main"]
+    # MLflow created this experiment; main tagged it before the first step
+    experiment = client.get_experiment_by_name("my-experiment")
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
     assert {r.info.status for r in runs} == {"FAILED"}
     assert client.get_experiment_by_name(EXPERIMENT_NAME) is None
     assert client.search_registered_models() == []

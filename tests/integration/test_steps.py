@@ -17,6 +17,7 @@ from steps.contracts import (
     BEST_PARAMS_FILE,
     CHALLENGER,
     CHAMPION,
+    FEATURE_IMPORTANCE_PLOT,
     FEATURIZE_SUMMARY_FILE,
     MODEL_TAG,
     MODEL_URI_TAG,
@@ -24,6 +25,8 @@ from steps.contracts import (
     PROFILE_FILE,
     REGISTRATION_FILE,
     STEP_TAG,
+    TEST_ERRORS_PLOT,
+    TEST_PREDICTIONS_PLOT,
     TRIALS_FILE,
 )
 from tests.conftest import DATA_DIR, FAST_HPO, error_lines, run_step
@@ -154,7 +157,7 @@ def test_train_best_logs_a_model_that_takes_raw_records(chain):
     minutes = model.predict(raw[["PULocationID", "DOLocationID", "trip_distance"]])
     assert len(minutes) == 50 and 1 < float(minutes.mean()) < 60
     plots = {a.path for a in store.client.list_artifacts(run.info.run_id, "plots")}
-    assert plots == {"plots/test_predictions.png"}
+    assert plots == {TEST_PREDICTIONS_PLOT, TEST_ERRORS_PLOT, FEATURE_IMPORTANCE_PLOT}
 
 
 def test_register_creates_a_tagged_champion_version(chain):

@@ -45,7 +45,7 @@ def test_filter_trips_keeps_inclusive_range_and_counts_drops():
     frame = trips([0.5, 1.0, 30.0, 60.0, 61.0, -3.0])
     kept, stats = filter_trips(frame, 1, 60)
     assert kept[TARGET].tolist() == [1.0, 30.0, 60.0]
-    assert list(kept.columns) == [PU, DO, DISTANCE, TARGET]
+    assert list(kept.columns) == [PICKUP, PU, DO, DISTANCE, TARGET]
     assert (stats.rows_in, stats.rows_kept, stats.dropped_duration) == (6, 3, 3)
     assert stats.rows_dropped == 3
 

@@ -1,11 +1,14 @@
 import io
+import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from steps.contracts import DISTANCE, DO, PU
+from steps.errors import PipelineError
 from steps.features import CategoricalPreprocessor, FeatureMatrix, OneHotPreprocessor
-from steps.hpo import Budget, ProgressLogger, TrialResult, trials_table, tune
+from steps.hpo import Budget, ProgressLogger, TrialResult, spark_trials, trials_table, tune
 
 
 class ListLogger:
@@ -95,3 +98,10 @@ def test_progress_prints_one_line_per_trial_with_the_best_so_far():
         "hpo: trial 3/3 rmse 6.3000 best 6.1000 (1.2 s)",
     ]
     assert len(inner.finished) == 3  # the wrapped logger still records every trial
+
+
+def test_spark_backend_without_pyspark_says_how_to_install_the_extra(monkeypatch):
+    for module in ("pyspark", "pyspark.sql"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+    with pytest.raises(PipelineError, match=r"-m pip install -e '.*\[spark\]'"):
+        spark_trials("local[1]", 1)

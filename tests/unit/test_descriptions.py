@@ -1,0 +1,160 @@
+"""What a person reads: run names, run descriptions (markdown) and the links to the UI."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from steps import featurize, hpo, ingest, main, train_best
+from steps.contracts import DISTANCE, DO, PROJECT_DIR, PU, runs_table_url
+from steps.features import FeatureMatrix, FilterStats, make_preprocessor
+from steps.ui import ui_lines
+from tests.unit.test_main_plan import DEFAULTS
+
+LINK = "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+SUMMARY = {
+    "best_val_rmse": 6.0612,
+    "n_trials": 50,
+    "val_rmse": 6.0612,
+    "test_rmse": 6.2871,
+    "model_name": "nyc-taxi-duration",
+    "model_version": "3",
+    "promoted": False,
+    "step_runs": {"ingest": "a1", "featurize": "b2", "hpo": "c3", "train_best": "d4"},
+    "reused_steps": ["ingest"],
+}
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The cells of every markdown table row."""
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.startswith("|") and not line.startswith("|---")
+    ]
+
+
+def test_runs_table_url_opens_model_training():
+    assert runs_table_url("http://127.0.0.1:5000/", "7") == LINK
+
+
+def test_main_run_name_says_taxi_months_encoding_and_trials():
+    assert main.run_name(DEFAULTS) == "green 2021-01/2021-02/2021-03 categorical 50 trials"
+
+
+def test_only_mlflows_random_run_names_are_replaced():
+    assert main.is_generated_name("skittish-gnat-540")
+    assert not main.is_generated_name("my baseline")
+    assert not main.is_generated_name("green 2021-01/2021-02/2021-03 categorical 50 trials")
+
+
+def test_summary_points_at_a_server_page():
+    hint = main.ui_hint("http://10.0.0.5:5000", "7")
+    assert hint == [
+        (
+            "browse the runs at",
+            "http://10.0.0.5:5000/#/experiments/7/runs?workflowType=machine_learning",
+        )
+    ]
+
+
+def test_summary_says_make_ui_for_the_projects_own_store():
+    assert main.ui_hint(f"sqlite:///{PROJECT_DIR / 'mlflow.db'}", "7") == [
+        ("browse the runs with", "make ui"),
+        ("then open", LINK),
+    ]
+
+
+def test_summary_starts_the_ui_on_another_store_without_an_activated_venv():
+    (_, command), then = main.ui_hint("sqlite:////tmp/x/mlflow.db", "7")
+    assert (
+        command
+        == f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri sqlite:////tmp/x/mlflow.db"
+    )
+    assert then == ("then open", LINK)
+
+
+def test_rendered_summary_lines_up_the_link():
+    text = main.render({**SUMMARY, "promoted": True}, "m1", "sqlite:////tmp/x/mlflow.db", "7")
+    assert text.splitlines()[-1] == f"  then open             {LINK}"
+    assert "alias champion" in text
+
+
+def test_main_description_gives_figures_outcome_and_step_links():
+    text = main.describe(SUMMARY, DEFAULTS, "7")
+    assert "trained on 2021-01, tuned on 2021-02, tested on 2021-03" in text
+    assert "- test RMSE: **6.287 minutes**" in text
+    assert "- registered: `nyc-taxi-duration` version 3, a challenger" in text
+    assert (
+        "[ingest](#/experiments/7/runs/a1) (reused), [featurize](#/experiments/7/runs/b2)," in text
+    )
+
+
+def test_ingest_description_tabulates_each_split():
+    month = ingest.parse_months("2021-01", "2021-02", "2021-03")[0]
+    trips = pd.DataFrame(
+        {
+            "pickup_datetime": pd.to_datetime(["2021-01-01 10:00", "2020-12-31 23:00"]),
+            "dropoff_datetime": pd.to_datetime(["2021-01-01 10:12", "2021-01-01 00:10"]),
+            PU: [74, 75],
+            DO: [75, 74],
+            DISTANCE: [1.5, 2.5],
+        }
+    )
+    profile = {"train": ingest.profile_split(trips, month)}
+    text = ingest.describe("green", "tests/data", profile)
+    assert "**green** taxi trips from `tests/data`" in text
+    assert ["train", "2021-01", "2", "1", "41.0", "2.0", "2"] in table_rows(text)
+
+
+def test_featurize_description_tabulates_what_each_split_kept():
+    stats = FilterStats(
+        rows_in=3000, rows_kept=2892, dropped_duration=108, unknown_zone=4, invalid_distance=1
+    )
+    matrix = FeatureMatrix(pd.DataFrame({PU: [1], DO: [2], DISTANCE: [1.0]}), np.array([5.0]))
+    features = featurize.Features(
+        make_preprocessor("categorical"), {}, {"train": matrix}, {"train": stats}
+    )
+    text = featurize.describe(features, 1.0, 60.0)
+    assert "**1 to 60 minutes**" in text and "**categorical**" in text and "3 features" in text
+    assert ["train", "3,000", "2,892", "108", "4", "1"] in table_rows(text)
+
+
+def test_hpo_description_names_the_winner_and_how_to_compare():
+    params = {"max_depth": 6, "learning_rate": 0.123456}
+    results = [
+        hpo.TrialResult(0, params, 6.5, 40, 1.0),
+        hpo.TrialResult(1, params, 6.1, 55, 1.0),
+    ]
+    text = hpo.describe(results, hpo.Budget(2, 42, 100, 10), "local", 12.3)
+    assert "**2** XGBoost configurations" in text
+    assert "from 6.500 (worst trial) to **6.100 minutes**, reached by trial 1 with 55" in text
+    assert ["learning_rate", "0.1235"] in table_rows(text)
+    assert "*Compare*" in text
+
+
+def test_train_best_description_says_what_was_retrained_and_where_it_errs():
+    chosen = train_best.Candidate("t9", {"max_depth": 7}, 6.1, 80, "trial-009")
+    errors = {
+        "distance": pd.DataFrame(
+            {"trips": [900, 30], "rmse": [4.0, 11.5], "mean_error": [0.1, -3.0]},
+            index=["0-1 mi", "10-20 mi"],
+        )
+    }
+    shares = pd.Series({DISTANCE: 0.8, PU: 0.2})
+    metrics = {"val_rmse": 6.1, "test_rmse": 6.3, "n_trees": 80.0}
+    text = train_best.describe(chosen, 0.5, metrics, "2021-03", errors, shares, "models:/m-1")
+    assert text.startswith("Retrained trial-009 (run `t9`), the cheapest trial (trees x depth)")
+    assert "within 0.5 min of the best" in text
+    assert "- test RMSE: **6.300 minutes**" in text
+    assert "trips of 10-20 mi (RMSE 11.5 min over 30 trips)" in text
+    assert "trip distance 80%, pickup zone 20%" in text
+
+
+def test_make_ui_prints_the_runs_table_link_or_says_the_store_is_empty():
+    assert ui_lines("sqlite:///mlflow.db", "7", "http://127.0.0.1:5000", "x").endswith(LINK)
+    empty = ui_lines("sqlite:///mlflow.db", None, "http://127.0.0.1:5000", "x")
+    assert "`make run` fills it" in empty
