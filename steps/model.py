@@ -17,6 +17,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
@@ -47,7 +48,13 @@ class TripDurationModel(PythonModel):
         params: dict[str, Any] | None = None,
     ) -> np.ndarray:
         records = pd.DataFrame(model_input)
-        matrix = self.preprocessor.transform(features.model_input(records))
+        try:
+            checked = features.model_input(records)
+        except ValueError as exc:
+            # An MlflowException is what `mlflow models serve` answers with HTTP 400 and its
+            # message alone; any other exception becomes a 500 with a Python traceback.
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+        matrix = self.preprocessor.transform(checked)
         return self.booster.predict(xgb.DMatrix(matrix, enable_categorical=True))
 
 
@@ -90,3 +97,17 @@ def log_model(**kwargs: Any) -> str:
 def load(model_uri: str) -> Any:
     """The pyfunc model at `model_uri` (models:/name@alias, models:/name/3, runs:/...)."""
     return mlflow.pyfunc.load_model(model_uri)
+
+
+def spark_udf(spark: Any, model_uri: str) -> Any:
+    """The model as a Spark UDF returning minutes (double), run by the executors' Python with
+    the packages already there (env_manager="local": nothing is installed per task)."""
+    # MLflow warns that env_manager="local" does not recreate the training environment: here
+    # that is the point (the project's pinned environment is the one that trained it).
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_logger.level
+    pyfunc_logger.setLevel(logging.ERROR)
+    try:
+        return mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager="local")
+    finally:
+        pyfunc_logger.setLevel(level)
