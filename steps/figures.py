@@ -4,6 +4,7 @@ frames: pure, no disk, no MLflow, no pyplot state (safe in any process, headless
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 
@@ -18,5 +19,26 @@ def plot_predictions(y_true: np.ndarray, y_pred: np.ndarray, title: str) -> Figu
     left.set(xlabel="actual minutes", ylabel="predicted minutes", title=f"{title}: predicted")
     right.hist(y_pred - y_true, bins=80, range=(-30, 30))
     right.set(xlabel="prediction - actual (minutes)", ylabel="trips", title=f"{title}: residuals")
+    fig.tight_layout()
+    return fig
+
+
+def plot_metric_by_month(table: pd.DataFrame, metric: str, title: str) -> Figure:
+    """`metric` month by month, one line per model (a long table: month, model, metric).
+
+    Months sit at even spacing in calendar order, labelled, so a gap between the months scored
+    (2021-05 then 2022-01) shows in the labels rather than as a stretch of empty axis.
+    """
+    months = sorted(table["month"].unique())
+    position = {month: i for i, month in enumerate(months)}
+    fig = Figure(figsize=(max(6.0, 0.7 * len(months) + 2), 4.5))
+    ax = fig.subplots()
+    for label, rows in table.groupby("model", sort=False):
+        rows = rows.sort_values("month")
+        ax.plot([position[m] for m in rows["month"]], rows[metric], marker="o", label=str(label))
+    ax.set_xticks(range(len(months)), months, rotation=45, ha="right")
+    ax.set(xlabel="month", ylabel=f"{metric} (minutes)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     return fig

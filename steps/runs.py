@@ -128,6 +128,11 @@ def log_artifact(local_path: Path, artifact_dir: str | None = None) -> None:
     mlflow.log_artifact(str(local_path), artifact_dir)
 
 
+def log_artifacts(local_dir: Path, artifact_dir: str | None = None) -> None:
+    """Log every file under `local_dir` as the run's artifacts under `artifact_dir`."""
+    mlflow.log_artifacts(str(local_dir), artifact_dir)
+
+
 def log_outputs(root: Path, paths: list[str]) -> str:
     """Log everything under `root` as the run's artifacts (paths relative to `root`), and record
     the digest of `paths`, the files the next step reads; returns that digest."""
@@ -160,6 +165,16 @@ def log_dataset(frame: pd.DataFrame, source: str, name: str, context: str) -> No
         warnings.simplefilter("ignore", UserWarning)
         dataset = from_pandas(frame, source=source, name=name)
         mlflow.log_input(dataset, context=context)
+
+
+def log_spark_dataset(frame: Any, path: str, name: str, context: str) -> None:
+    """Record a Spark DataFrame read from `path` as an MLflow dataset input of the active run."""
+    from mlflow.data.spark_dataset import from_spark  # needs pyspark, an optional extra
+
+    # MLflow's dataset schema has no type for Spark's timestamp without time zone.
+    ntz = [f.name for f in frame.schema.fields if f.dataType.typeName() == "timestamp_ntz"]
+    recorded = frame.withColumns({column: frame[column].cast("timestamp") for column in ntz})
+    mlflow.log_input(from_spark(recorded, path=path, name=name), context=context)
 
 
 def autolog_xgboost() -> None:
