@@ -11,11 +11,14 @@ Aliases are resolved once, at the start; tags model_name, model_version, model_u
 compare_model_name, compare_model_version, compare_model_uri) name the versions scored.
 Artifacts: predictions/<taxi>_<month>.parquet (unless output is set): pickup time, zones,
 distance, duration (actual minutes, missing without both timestamps), predicted_duration (and
-compare_predicted_duration); monitoring/metrics_by_month.{json,csv}, monitoring/rmse_by_month.png.
+compare_predicted_duration); monitoring/metrics_by_month.{json,csv}; monitoring/rmse_by_month.png
+(RMSE and bias by month, a line per model).
 Metrics per month, logged with step = the month as YYYYMM (202104 for 2021-04): rows,
 rows_scored (rows whose actual duration lies in the model's training filter, the
-min_duration..max_duration of the featurize run it was trained from), rmse and mae on those
-(compare_rmse, compare_mae for compare_to). Inputs: each month as a dataset (context inference).
+min_duration..max_duration of the featurize run it was trained from), rmse, mae and bias (mean
+predicted minus actual minutes) on those (compare_rmse, compare_mae, compare_bias for
+compare_to). Inputs: each month as a dataset (context inference),
+logged by reference: its URL or path, the digest of the file and its columns.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from steps.contracts import (
     COMPARE_PREDICTION,
     DEFAULT_CACHE_DIR,
     DEFAULT_MODEL_URI,
+    DISTANCE,
+    DO,
     DROPOFF,
     FEATURIZE,
     INFERENCE_CONTEXT,
@@ -54,6 +59,7 @@ from steps.contracts import (
     PREDICTION,
     PREDICTION_INPUT_COLUMNS,
     PREDICTIONS_DIR,
+    PU,
     RMSE_BY_MONTH_PLOT,
     TLC_URL,
     TRAIN_BEST,
@@ -62,14 +68,22 @@ from steps.contracts import (
 )
 from steps.errors import PipelineError
 from steps.features import with_duration
-from steps.figures import plot_metric_by_month
+from steps.figures import plot_metrics_by_month
 from steps.monitoring import COMPARE_TO, MODEL, ModelUsed, MonthResult
-from steps.reuse import unquote
+from steps.reuse import digest_files, unquote
 from steps.tlc import fetch_month, month_location, read_trips, trip_columns
 
 # A predictions file may lack the times (no actual minutes then), never the model's inputs.
 OPTIONAL_COLUMNS = (PICKUP, DROPOFF)
 ROLE_COLUMN = {MODEL: PREDICTION, COMPARE_TO: COMPARE_PREDICTION}
+# What both engines read from a month file (the dataset's schema, as MLflow types).
+DATASET_COLUMNS = {
+    PICKUP: "datetime",
+    DROPOFF: "datetime",
+    PU: "long",
+    DO: "long",
+    DISTANCE: "double",
+}
 
 
 # --- the pure core ------------------------------------------------------------------------------
@@ -170,7 +184,6 @@ def score_with_pandas(
     models: Sequence[ModelUsed],
     staged: Path,
     taxi: str,
-    source: str,
     bounds: tuple[float, float],
 ) -> list[MonthResult]:
     """Score each month in this process: read, predict with every model, write, read back."""
@@ -178,12 +191,6 @@ def score_with_pandas(
     results = []
     for month, path in months.items():
         trips = read_trips(path, optional=OPTIONAL_COLUMNS)
-        runs.log_dataset(
-            trips,
-            source=month_location(source, taxi, str(month)),
-            name=tlc_file_name(taxi, str(month)),
-            context=INFERENCE_CONTEXT,
-        )
         inputs = trips[list(MODEL_INPUT_COLUMNS)]
         frame = prediction_frame(trips, {c: m.predict(inputs) for c, m in loaded.items()})
         dest = staged / predictions_file(taxi, str(month))
@@ -208,9 +215,6 @@ def score_with_spark(
         results = []
         for month, path in months.items():
             trips = spark_scoring.read_trips(spark, path)
-            runs.log_spark_dataset(
-                trips, str(path), tlc_file_name(taxi, str(month)), INFERENCE_CONTEXT
-            )
             dest = staged / predictions_file(taxi, str(month))
             spark_scoring.write(spark_scoring.score(trips, udfs), dest, prediction_columns(models))
             rows, errors = outputs.error_sums(dest, list(udfs), *bounds)
@@ -230,8 +234,9 @@ def log_monitoring(results: Sequence[MonthResult], models: Sequence[ModelUsed]) 
     records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
     runs.log_json(records, METRICS_BY_MONTH_JSON)
     runs.log_table(table, METRICS_BY_MONTH_CSV)
-    title = "RMSE by month (rows inside the training duration filter)"
-    runs.log_figure(plot_metric_by_month(table, "rmse", title), RMSE_BY_MONTH_PLOT)
+    title = "Error by month (rows inside the training duration filter)"
+    figure = plot_metrics_by_month(table, ["rmse", "bias"], title)
+    runs.log_figure(figure, RMSE_BY_MONTH_PLOT)
     scored = " vs ".join(f"{m.label} ({m.requested})" for m in models)
     runs.set_description(f"Batch predictions of {scored}.\n\n{monitoring.markdown(table)}\n")
     return table
@@ -289,15 +294,22 @@ def main(
         outputs.check_writable(destination)
         cache = Path(cache_dir).expanduser()
         paths = {month: fetch_month(source, taxi, str(month), cache) for month in wanted}
-        for path in paths.values():  # every file's columns, before scoring any of them
+        for month, path in paths.items():  # every file's columns, before scoring any of them
             trip_columns(path, optional=OPTIONAL_COLUMNS)
+            runs.log_dataset_reference(
+                month_location(source, taxi, str(month)),
+                tlc_file_name(taxi, str(month)),
+                digest_files(path.parent, [path.name]),
+                DATASET_COLUMNS,
+                INFERENCE_CONTEXT,
+            )
 
         started = time.perf_counter()
         with outputs.staging(destination) as staged:
             if engine == "spark":
                 results = score_with_spark(paths, models, staged, taxi, spark_master, bounds)
             else:
-                results = score_with_pandas(paths, models, staged, taxi, source, bounds)
+                results = score_with_pandas(paths, models, staged, taxi, bounds)
             seconds = time.perf_counter() - started
             names = [predictions_file(taxi, str(r.month)) for r in results]
             if destination:
@@ -312,7 +324,7 @@ def main(
 
         scored = ", ".join(f"{m.label} ({m.requested})" for m in models)
         print(f"predict: runs:/{run.info.run_id} {scored} on {taxi} {months}: {rows} rows")
-        print(monitoring.wide_rmse(table).to_string(index=False, float_format="{:.3f}".format))
+        print(monitoring.wide(table).to_string(index=False, float_format="{:.3f}".format))
         print(f"predictions: {where[0]}" + (f" ... ({len(where)} files)" if len(where) > 1 else ""))
 
 
