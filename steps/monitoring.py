@@ -2,9 +2,11 @@
 
 TLC months always carry the truth, so `predict` is also the monitor: per month the rows, the
 rows whose actual duration lies in the model's training filter (`rows_scored`, the rows the
-model was trained to predict), and the RMSE and MAE on those. MLflow charts a metric against its
-step; the month is the step, encoded YYYYMM (2021-04 -> 202104), which reads as the month in the
-UI and sorts in time order.
+model was trained to predict), and the RMSE, MAE and bias (mean of predicted minus actual
+minutes) on those. RMSE alone can hide drift: when trips get shorter it falls even though the
+model has started to under-predict every trip, which the bias shows. MLflow charts a metric
+against its step; the month is the step, encoded YYYYMM (2021-04 -> 202104), which reads as the
+month in the UI and sorts in time order.
 """
 
 from __future__ import annotations
@@ -56,11 +58,13 @@ def in_training_filter(
 
 @dataclass(frozen=True)
 class ErrorSums:
-    """What RMSE and MAE need, summed over some rows: sums of batches add up to the month's."""
+    """What RMSE, MAE and bias need, summed over some rows: sums of batches add up to the
+    month's."""
 
     rows: int
     squared: float
     absolute: float
+    signed: float
 
     @classmethod
     def of(
@@ -69,11 +73,19 @@ class ErrorSums:
         """The sums over the rows inside the training filter."""
         keep = in_training_filter(np.asarray(actual, dtype="float64"), min_duration, max_duration)
         error = np.asarray(predicted, dtype="float64")[keep] - np.asarray(actual)[keep]
-        return cls(int(keep.sum()), float(np.dot(error, error)), float(np.abs(error).sum()))
+        return cls(
+            int(keep.sum()),
+            float(np.dot(error, error)),
+            float(np.abs(error).sum()),
+            float(error.sum()),
+        )
 
     def __add__(self, other: ErrorSums) -> ErrorSums:
         return ErrorSums(
-            self.rows + other.rows, self.squared + other.squared, self.absolute + other.absolute
+            self.rows + other.rows,
+            self.squared + other.squared,
+            self.absolute + other.absolute,
+            self.signed + other.signed,
         )
 
     @property
@@ -84,8 +96,13 @@ class ErrorSums:
     def mae(self) -> float | None:
         return self.absolute / self.rows if self.rows else None
 
+    @property
+    def bias(self) -> float | None:
+        """Mean of predicted minus actual minutes: below 0, the model under-predicts."""
+        return self.signed / self.rows if self.rows else None
 
-NO_ERRORS = ErrorSums(0, 0.0, 0.0)
+
+NO_ERRORS = ErrorSums(0, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -103,20 +120,22 @@ def month_step(month: Month) -> int:
 
 
 def month_metrics(result: MonthResult, models: Sequence[ModelUsed]) -> dict[str, float]:
-    """The metrics logged for one month: rows, rows_scored, then rmse and mae per model
-    (compare_rmse, compare_mae for compare_to). A month with no row in the filter (a file
-    without dropoff times) has no rmse or mae, rather than a made-up one."""
+    """The metrics logged for one month: rows, rows_scored, then rmse, mae and bias per model
+    (compare_rmse, compare_mae, compare_bias for compare_to). A month with no row in the filter
+    (a file without dropoff times) has no error metrics, rather than made-up ones."""
     metrics: dict[str, float] = {"rows": result.rows}
     for model in models:
         sums = result.errors[model.column]
         metrics["rows_scored"] = sums.rows  # the same rows for every model
-        if sums.rmse is not None and sums.mae is not None:
-            metrics[f"{model.metric_prefix}rmse"] = sums.rmse
-            metrics[f"{model.metric_prefix}mae"] = sums.mae
+        for name in ERROR_METRICS:
+            value = getattr(sums, name)
+            if value is not None:
+                metrics[f"{model.metric_prefix}{name}"] = value
     return metrics
 
 
-TABLE_COLUMNS = ("month", "role", "model", "model_uri", "rows", "rows_scored", "rmse", "mae")
+ERROR_METRICS = ("rmse", "mae", "bias")
+TABLE_COLUMNS = ("month", "role", "model", "model_uri", "rows", "rows_scored", *ERROR_METRICS)
 
 
 def metrics_table(results: Sequence[MonthResult], models: Sequence[ModelUsed]) -> pd.DataFrame:
@@ -134,8 +153,7 @@ def metrics_table(results: Sequence[MonthResult], models: Sequence[ModelUsed]) -
             "model_uri": model.uri,
             "rows": result.rows,
             "rows_scored": result.errors[model.column].rows,
-            "rmse": result.errors[model.column].rmse,
-            "mae": result.errors[model.column].mae,
+            **{name: getattr(result.errors[model.column], name) for name in ERROR_METRICS},
         }
         for result in sorted(results, key=lambda r: r.month)
         for model, label in zip(models, labels, strict=True)
@@ -143,22 +161,25 @@ def metrics_table(results: Sequence[MonthResult], models: Sequence[ModelUsed]) -
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
-def wide_rmse(table: pd.DataFrame) -> pd.DataFrame:
-    """Month, rows, rows_scored and one RMSE column per model: the table a person reads."""
-    wide = table.pivot(index="month", columns="model", values="rmse")
+def wide(table: pd.DataFrame) -> pd.DataFrame:
+    """Month, rows, rows_scored, then an RMSE and a bias column per model: the table a person
+    reads."""
     counts = table.drop_duplicates("month").set_index("month")[["rows", "rows_scored"]]
     order = list(dict.fromkeys(table["model"]))
-    wide = wide[order].rename(columns=lambda label: f"rmse {label}")
-    return counts.join(wide).reset_index()
+    columns: list[pd.DataFrame | pd.Series] = []
+    for name in ("rmse", "bias"):
+        pivot = table.pivot(index="month", columns="model", values=name)[order]
+        columns.append(pivot.set_axis([f"{name} {label}" for label in order], axis=1))
+    return counts.join(columns).reset_index()
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """wide_rmse as a markdown table (the run's description in the UI, the docs)."""
-    wide = wide_rmse(table)
-    header = "| " + " | ".join(wide.columns) + " |"
-    rule = "|" + "|".join("---" if c == "month" else "---:" for c in wide.columns) + "|"
+    """`wide` as a markdown table (the run's description in the UI, the docs)."""
+    wide_table = wide(table)
+    header = "| " + " | ".join(wide_table.columns) + " |"
+    rule = "|" + "|".join("---" if c == "month" else "---:" for c in wide_table.columns) + "|"
     lines = [header, rule]
-    for row in wide.itertuples(index=False):
+    for row in wide_table.itertuples(index=False):
         cells = ["–" if pd.isna(v) else f"{v:.3f}" if isinstance(v, float) else f"{v}" for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

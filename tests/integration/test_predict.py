@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from steps.config import parse_model_uri
 from steps.contracts import (
     CHAMPION,
     COMPARE_PREDICTION,
@@ -27,6 +28,9 @@ from steps.contracts import (
     STEP_TAG,
     TARGET,
 )
+from steps.errors import PipelineError
+from steps.monitoring import MODEL
+from steps.predict import resolve
 from steps.tlc import read_trips
 from tests.conftest import DATA_DIR, error_lines, mlflow_run, run_step
 from tests.integration.servers import S3
@@ -119,8 +123,9 @@ def test_predict_scores_each_month_and_monitors_the_champion(predict):
     assert scored[202103] == featurize.data.metrics["test_rows_kept"]
     rmse = {m.step: m.value for m in history}
     assert rmse[202103] == pytest.approx(predict.step_run("train_best").data.metrics["test_rmse"])
-    compare = predict.client.get_metric_history(run.info.run_id, "compare_rmse")
-    assert [m.step for m in compare] == [202102, 202103, 202302]
+    for name in ("mae", "bias", "compare_rmse", "compare_mae", "compare_bias"):
+        steps = [m.step for m in predict.client.get_metric_history(run.info.run_id, name)]
+        assert steps == [202102, 202103, 202302], name
 
     # The predictions: every row, the model's own numbers.
     path = predict.artifact(run.info.run_id, "predictions/green_2023-02.parquet")
@@ -203,26 +208,34 @@ def test_predict_through_mlflow_run_with_the_mlproject_defaults(predict):
 # --- refusals ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("model_uri", "fragment"),
-    [
-        ("models:/no-such-model@champion", "there is no registered model 'no-such-model'"),
-        (f"models:/{MODEL_NAME}@best", "has no alias 'best' (its aliases: @challenger"),
-        (f"models:/{MODEL_NAME}/99", "has no version 99 (its versions: 1"),
-    ],
-)
-def test_predict_refuses_an_unknown_model_alias_or_version(predict, tmp_path, model_uri, fragment):
+def test_predict_refuses_an_unknown_alias(predict, tmp_path):
     folder = tmp_path / "out"
     result = predict.run(
-        "--months", "2021-03", "--source", str(DATA_DIR), "--model-uri", model_uri,
-        "--output", str(folder),
+        "--months", "2021-03", "--source", str(DATA_DIR), "--model-uri",
+        f"models:/{MODEL_NAME}@best", "--output", str(folder),
     )  # fmt: skip
-    assert_refused(result, fragment)
+    assert_refused(result, "has no alias 'best' (its aliases: @challenger (v1), @champion (v1))")
     assert_failed_run(predict)
     assert not folder.exists() or not list(folder.iterdir())
 
 
-@pytest.mark.parametrize("code", ["404", "403"])
+@pytest.mark.parametrize(
+    ("model_uri", "fragment"),
+    [
+        ("models:/no-such-model@champion", "there is no registered model 'no-such-model'"),
+        (f"models:/{MODEL_NAME}/99", r"has no version 99 \(its versions: 1\)"),
+    ],
+)
+def test_resolving_refuses_an_unknown_model_or_version(store_copy, model_uri, fragment):
+    """The same resolution in process (the CLI path is the test above): no process to start."""
+    mlflow.set_tracking_uri(store_copy.uri)
+    with pytest.raises(PipelineError, match=fragment):
+        resolve(parse_model_uri(model_uri), MODEL, "model_uri")
+
+
+@pytest.mark.parametrize(
+    "code", ["403"]
+)  # 404 answers the same way: tests/integration/test_download
 def test_predict_refuses_a_month_tlc_has_not_published(predict, tmp_path, code):
     with TLCServer(DATA_DIR) as tlc:
         tlc.faults["green_tripdata_2023-02.parquet"] = code

@@ -81,7 +81,7 @@ def test_spark_and_pandas_engines_write_the_same_predictions(store_copy, tmp_pat
 
     spark_run = runs["spark"]
     assert spark_run.data.params["engine"] == "spark"
-    for key in ("rmse", "mae", "rows", "rows_scored", "compare_rmse"):
+    for key in ("rmse", "mae", "bias", "rows", "rows_scored", "compare_rmse"):
         history = {
             engine: [
                 (m.step, m.value) for m in predict.client.get_metric_history(run.info.run_id, key)

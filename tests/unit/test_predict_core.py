@@ -29,7 +29,7 @@ from steps.contracts import (
     TARGET,
 )
 from steps.errors import PipelineError
-from steps.figures import plot_metric_by_month
+from steps.figures import plot_metrics_by_month
 from steps.monitoring import (
     COMPARE_TO,
     MODEL,
@@ -165,11 +165,13 @@ def test_training_filter_is_inclusive_and_leaves_out_missing_durations():
 def test_error_sums_count_only_rows_in_the_filter_and_add_up():
     actual = np.array([10.0, 20.0, 90.0, np.nan])
     first = ErrorSums.of(actual, np.array([12.0, 17.0, 0.0, 5.0]), 1, 60)
-    assert (first.rows, first.squared, first.absolute) == (2, 13.0, 5.0)
+    assert first == ErrorSums(rows=2, squared=13.0, absolute=5.0, signed=-1.0)
     both = first + ErrorSums.of(np.array([5.0]), np.array([5.0]), 1, 60)
     assert both.rows == 3
     assert both.rmse == pytest.approx(np.sqrt(13 / 3)) and both.mae == pytest.approx(5 / 3)
-    assert ErrorSums(0, 0.0, 0.0).rmse is None
+    assert both.bias == pytest.approx(-1 / 3)
+    assert ErrorSums(0, 0.0, 0.0, 0.0).rmse is None
+    assert ErrorSums(0, 0.0, 0.0, 0.0).bias is None
 
 
 def test_month_step_reads_as_the_month():
@@ -182,25 +184,29 @@ def result(month: Month, rows: int, model: ErrorSums, compare: ErrorSums) -> Mon
 
 
 def test_month_metrics_name_the_compared_model_with_a_prefix():
-    month = result(Month(2021, 4), 10, ErrorSums(4, 16.0, 8.0), ErrorSums(4, 64.0, 16.0))
+    month = result(Month(2021, 4), 10, ErrorSums(4, 16.0, 8.0, -8.0), ErrorSums(4, 64.0, 16.0, 4.0))
     assert month_metrics(month, [CHAMPION, OLDER]) == {
         "rows": 10,
         "rows_scored": 4,
         "rmse": 2.0,
         "mae": 2.0,
+        "bias": -2.0,
         "compare_rmse": 4.0,
         "compare_mae": 4.0,
+        "compare_bias": 1.0,
     }
 
 
 def test_month_metrics_without_truth_log_no_made_up_error():
-    month = MonthResult(Month(2021, 4), 10, {PREDICTION: ErrorSums(0, 0.0, 0.0)})
+    month = MonthResult(Month(2021, 4), 10, {PREDICTION: ErrorSums(0, 0.0, 0.0, 0.0)})
     assert month_metrics(month, [CHAMPION]) == {"rows": 10, "rows_scored": 0}
 
 
 def test_metrics_table_is_in_calendar_order_one_row_per_model():
-    later = result(Month(2023, 2), 8, ErrorSums(2, 8.0, 4.0), ErrorSums(2, 2.0, 2.0))
-    earlier = result(Month(2021, 4), 10, ErrorSums(4, 16.0, 8.0), ErrorSums(4, 64.0, 16.0))
+    later = result(Month(2023, 2), 8, ErrorSums(2, 8.0, 4.0, -4.0), ErrorSums(2, 2.0, 2.0, 2.0))
+    earlier = result(
+        Month(2021, 4), 10, ErrorSums(4, 16.0, 8.0, 0.0), ErrorSums(4, 64.0, 16.0, 4.0)
+    )
     table = metrics_table([later, earlier], [CHAMPION, OLDER])
     assert table["month"].tolist() == ["2021-04", "2021-04", "2023-02", "2023-02"]
     assert table["model"].tolist() == ["v3", "v2", "v3", "v2"]
@@ -209,25 +215,30 @@ def test_metrics_table_is_in_calendar_order_one_row_per_model():
         "models:/nyc-taxi-duration/2",
     ]
     assert table["rmse"].tolist() == [2.0, 4.0, 2.0, 1.0]
+    assert table["bias"].tolist() == [0.0, 1.0, -2.0, 1.0]
     text = markdown(table)
-    assert "| month | rows | rows_scored | rmse v3 | rmse v2 |" in text
-    assert "| 2021-04 | 10 | 4 | 2.000 | 4.000 |" in text
+    assert "| month | rows | rows_scored | rmse v3 | rmse v2 | bias v3 | bias v2 |" in text
+    assert "| 2021-04 | 10 | 4 | 2.000 | 4.000 | 0.000 | 1.000 |" in text
 
 
 def test_metrics_table_tells_the_same_version_twice_apart():
     same = ModelUsed(COMPARE_TO, "nyc-taxi-duration", "3", "models:/x/3", COMPARE_PREDICTION)
-    month = result(Month(2021, 4), 10, ErrorSums(4, 16.0, 8.0), ErrorSums(4, 16.0, 8.0))
-    table = metrics_table([month], [CHAMPION, same])
+    sums = ErrorSums(4, 16.0, 8.0, 0.0)
+    table = metrics_table([result(Month(2021, 4), 10, sums, sums)], [CHAMPION, same])
     assert table["model"].tolist() == ["v3 (model)", "v3 (compare_to)"]
 
 
-def test_rmse_chart_draws_a_line_per_model_over_every_month():
+def test_error_chart_draws_a_panel_per_metric_and_a_line_per_model():
     months = [Month(2021, 4), Month(2021, 5), Month(2023, 2)]
-    results = [result(m, 10, ErrorSums(4, 16.0, 8.0), ErrorSums(4, 64.0, 8.0)) for m in months]
-    fig = plot_metric_by_month(metrics_table(results, [CHAMPION, OLDER]), "rmse", "RMSE")
-    ax = fig.axes[0]
-    assert [line.get_label() for line in ax.get_lines()] == ["v3", "v2"]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["2021-04", "2021-05", "2023-02"]
+    sums = (ErrorSums(4, 16.0, 8.0, -4.0), ErrorSums(4, 64.0, 8.0, 4.0))
+    results = [result(m, 10, *sums) for m in months]
+    table = metrics_table(results, [CHAMPION, OLDER])
+    fig = plot_metrics_by_month(table, ["rmse", "bias"], "Error by month")
+    rmse, bias = fig.axes
+    assert [line.get_label() for line in rmse.get_lines()] == ["v3", "v2"]
+    assert list(rmse.get_lines()[0].get_ydata()) == [2.0, 2.0, 2.0]
+    assert list(bias.get_lines()[1].get_ydata()) == [1.0, 1.0, 1.0]
+    assert [t.get_text() for t in bias.get_xticklabels()] == ["2021-04", "2021-05", "2023-02"]
 
 
 # --- predictions files ---------------------------------------------------------------------------
@@ -241,7 +252,7 @@ def test_a_predictions_file_reads_back_with_its_errors(tmp_path):
     schema = pq.read_schema(path)
     assert str(schema.field(PU).type) == "int64" and schema.metadata is None
     rows, sums = outputs.error_sums(path, [PREDICTION], 1, 60)
-    assert rows == 3 and sums[PREDICTION] == ErrorSums(2, 13.0, 5.0)
+    assert rows == 3 and sums[PREDICTION] == ErrorSums(2, 13.0, 5.0, -1.0)
 
 
 def test_merged_parts_keep_their_order_and_the_shared_schema(tmp_path):
