@@ -13,7 +13,7 @@ runs for real on this machine, in a temporary directory; nothing is mocked.
    own `rows_per_second` (read, score, write and measure; Spark's start included), and the peak
    resident memory of the whole process tree (the Python driver, Spark's JVM and its Python
    workers, sampled from /proc every 0.1 s; shared pages count once per process) and of its
-   largest process.
+   largest process; then whether the engines' predictions files hold identical predictions.
 
 Prints a table and writes it all as JSON (--out).
 """
@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
-from steps.contracts import DISTANCE, DO, DROPOFF, PICKUP, PU
+from steps.contracts import DISTANCE, DO, DROPOFF, PICKUP, PREDICTION, PU, predictions_file
 from steps.tlc import read_trips
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,6 +145,15 @@ def score(
     }
 
 
+def same(work: Path, args: argparse.Namespace) -> bool | None:
+    """Whether every engine wrote the very same predictions (None: only one engine ran)."""
+    if len(args.engines) < 2:
+        return None
+    name = predictions_file("green", MONTH)
+    columns = [pq.read_table(work / f"out-{e}" / name, columns=[PREDICTION]) for e in args.engines]
+    return all(column.equals(columns[0]) for column in columns[1:])
+
+
 def table(result: dict[str, Any]) -> str:
     lines = [f"machine: {result['machine']}", f"model: {result['model_uri']}", ""]
     head = f"{'rows':>12} {'engine':<7}{'rows/s':>10}{'scoring s':>11}{'wall s':>8}"
@@ -155,6 +165,8 @@ def table(result: dict[str, Any]) -> str:
                 f"{row['scoring_seconds']:>11.1f}{row['wall_seconds']:>8.1f}"
                 f"{row['peak_rss_tree_mib']:>11} MiB{row['peak_rss_largest_mib']:>5} MiB"
             )
+        if size["same"] is not None:
+            lines.append(f"{'':>13}same predictions from every engine: {size['same']}")
     lines += ["", result["note"]]
     return "\n".join(lines)
 
@@ -196,7 +208,9 @@ def main() -> None:
             for engine in args.engines:
                 print(f"{rows:,} rows, engine {engine}...", file=sys.stderr)
                 engines[engine] = score(engine, folder, model_uri, work, env, args.spark_master)
-            sizes.append({"repeats": repeats, "rows": rows, "engines": engines})
+            sizes.append(
+                {"repeats": repeats, "rows": rows, "engines": engines, "same": same(work, args)}
+            )
             for path in folder.iterdir():
                 path.unlink()
     months = len(list(args.data.glob("green_tripdata_*.parquet")))
