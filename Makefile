@@ -14,9 +14,13 @@ TAXI   ?= green
 MONTHS ?= 2021-01..2021-03
 SOURCE ?= https://d37ci6vzurychx.cloudfront.net/trip-data
 DATA   ?= data
+# make serve: which model, where (127.0.0.1 only by default: nothing outside this machine)
+MODEL_URI  ?= models:/nyc-taxi-duration@champion
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 5001
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench ui data clean
+.PHONY: help install run serve test lint bench ui data clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -42,6 +46,11 @@ $(BIN)/.installed-dev: $(BIN)/.installed
 # The steps' commands call `python`: the venv must come first on PATH, as if activated.
 run: install ## Run the whole pipeline on the embedded store (sqlite:///mlflow.db)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow run . -e main --env-manager local $(ARGS)
+
+# `mlflow models serve` starts `uvicorn` from PATH: the venv comes first here too.
+serve: install ## Serve the champion as a REST API (mlflow models serve) on 127.0.0.1:5001
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow models serve -m "$(MODEL_URI)" \
+	  --env-manager local -h $(SERVE_HOST) -p $(SERVE_PORT)
 
 test: $(BIN)/.installed-test ## Run the unit, integration, e2e, reliability and browser tests
 	$(BIN)/pytest $(ARGS)

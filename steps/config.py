@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from steps.contracts import BACKENDS, ENCODINGS, TAXIS
+from steps.contracts import BACKENDS, DEFAULT_MODEL_URI, ENCODINGS, ENGINES, TAXIS
 from steps.errors import PipelineError
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
@@ -19,6 +19,9 @@ _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 FIRST_TLC_YEAR = 2009
 # A registered model name MLflow accepts everywhere (UI, URIs, REST): no slashes, colons, '@'.
 _MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$")
+# models:/<name>@<alias> or models:/<name>/<version>
+_MODEL_URI_RE = re.compile(r"^models:/([^/@]+)(?:@([^/@]+)|/([^/@]+))$")
+_URL_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True, order=True)
@@ -162,3 +165,64 @@ def check_model_name(name: str) -> str:
             "'-', '_' and '.', e.g. nyc-taxi-duration"
         )
     return name
+
+
+def check_engine(engine: str) -> str:
+    """How predict scores: in this process with pandas, or on Spark."""
+    if engine not in ENGINES:
+        raise PipelineError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    return engine
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model version as a URI names it: by alias (champion) or by number."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+    def __str__(self) -> str:
+        if self.alias is not None:
+            return f"models:/{self.name}@{self.alias}"
+        return f"models:/{self.name}/{self.version}"
+
+
+def parse_model_uri(text: str, name: str = "model_uri") -> ModelRef:
+    """Parse models:/<name>@<alias> or models:/<name>/<version>; anything else (a runs:/ URI, a
+    logged model models:/m-..., a stage) is refused: predict records which registered version
+    it scored."""
+    match = _MODEL_URI_RE.match(str(text).strip())
+    if not match:
+        raise PipelineError(
+            f"{name} must name a registered model version, models:/<name>@<alias> or "
+            f"models:/<name>/<version> (e.g. {DEFAULT_MODEL_URI}), got {text!r}"
+        )
+    model, alias, version = match.groups()
+    if not _MODEL_NAME_RE.match(model):
+        raise PipelineError(
+            f"{name} {text!r} names model {model!r}, which is not a registered-model name; "
+            "use letters, digits, '-', '_' and '.'"
+        )
+    if version is not None and not version.isdigit():
+        raise PipelineError(
+            f"{name} {text!r}: a version is a number (models:/{model}/3); for an alias write "
+            f"models:/{model}@{version}"
+        )
+    return ModelRef(model, alias=alias, version=version)
+
+
+def check_output(output: str) -> str:
+    """Where predict writes its predictions: '' (the run's artifacts), a local folder, or an
+    s3://bucket[/prefix]. Other URL schemes are refused rather than taken for folder names."""
+    text = output.strip()
+    if text.startswith("s3://"):
+        if not text[len("s3://") :].split("/", 1)[0]:
+            raise PipelineError(f"output {output!r} has no bucket; write s3://<bucket>/<prefix>")
+        return text
+    if _URL_SCHEME_RE.match(text):
+        raise PipelineError(
+            f"output {output!r} is neither a local folder nor an s3:// prefix; use one of those, "
+            "or leave it empty to keep the predictions as run artifacts"
+        )
+    return text

@@ -20,6 +20,9 @@ TRAIN_BEST: Final = "train_best"
 REGISTER: Final = "register"
 MAIN: Final = "main"
 STEPS: Final = (INGEST, FEATURIZE, HPO, TRAIN_BEST, REGISTER)
+# What a user runs on their own after training (not chained into main): monthly batch scoring.
+PREDICT: Final = "predict"
+STANDALONE: Final = (PREDICT,)
 # Lineage: each step after ingest reads one upstream run, given as this parameter (runs:/<id>).
 UPSTREAM: Final[dict[str, tuple[str, str]]] = {
     FEATURIZE: ("ingest_run", INGEST),
@@ -36,6 +39,7 @@ MODEL_TRAINING_KIND: Final = "custom_model_development"
 MODEL_NAME: Final = "nyc-taxi-duration"
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
+DEFAULT_MODEL_URI: Final = f"models:/{MODEL_NAME}@{CHAMPION}"
 
 # --- the MLflow UI ---------------------------------------------------------------------------
 UI_URL: Final = "http://127.0.0.1:5000"  # where `mlflow ui` (make ui) listens by default
@@ -60,6 +64,7 @@ DATASET_CONTEXT: Final[dict[str, str]] = {
     "val": "validation",
     "test": "testing",
 }
+INFERENCE_CONTEXT: Final = "inference"  # predict: each scored month
 
 # --- columns -------------------------------------------------------------------------------
 # The canonical trip frame that ingest writes, whatever the TLC file called them.
@@ -75,11 +80,18 @@ TARGET: Final = "duration"
 # TLC taxi zones are numbered 1..265 (264/265 are "Unknown"); anything else is treated as missing.
 ZONE_IDS: Final = tuple(range(1, 266))
 
+# predict's output: the trips' own columns, the actual minutes (TARGET, where both timestamps
+# exist) and the predicted minutes of the model (and of the model it is compared to).
+PREDICTION: Final = "predicted_duration"
+COMPARE_PREDICTION: Final = "compare_predicted_duration"
+PREDICTION_INPUT_COLUMNS: Final = (PICKUP, PU, DO, DISTANCE, TARGET)
+
 # --- encodings -----------------------------------------------------------------------------
 ENCODINGS: Final = ("categorical", "onehot")
 
-# --- hpo backends ---------------------------------------------------------------------------
+# --- hpo backends and predict engines --------------------------------------------------------
 BACKENDS: Final = ("local", "spark")
+ENGINES: Final = ("pandas", "spark")
 
 # --- tags ----------------------------------------------------------------------------------
 STEP_TAG: Final = "pipeline.step"
@@ -120,6 +132,11 @@ TEST_ERRORS_PLOT: Final = f"{PLOTS_DIR}/test_errors.png"
 FEATURE_IMPORTANCE_PLOT: Final = f"{PLOTS_DIR}/feature_importance.png"
 REGISTRATION_FILE: Final = "registration.json"  # register
 SUMMARY_FILE: Final = "summary.json"  # main
+PREDICTIONS_DIR: Final = "predictions"  # predict: predictions/{taxi}_{month}.parquet
+MONITORING_DIR: Final = "monitoring"  # predict: the month-by-month table and chart
+METRICS_BY_MONTH_JSON: Final = f"{MONITORING_DIR}/metrics_by_month.json"
+METRICS_BY_MONTH_CSV: Final = f"{MONITORING_DIR}/metrics_by_month.csv"
+RMSE_BY_MONTH_PLOT: Final = f"{MONITORING_DIR}/rmse_by_month.png"
 
 
 def raw_split_path(split: str) -> str:
@@ -158,3 +175,8 @@ def featurize_paths(encoding: str) -> list[str]:
 def tlc_file_name(taxi: str, month: str) -> str:
     """File name TLC publishes a month under, e.g. green_tripdata_2021-01.parquet."""
     return f"{taxi}_tripdata_{month}.parquet"
+
+
+def predictions_file(taxi: str, month: str) -> str:
+    """File name of one month's predictions, in the run's predictions/ or an output folder."""
+    return f"{taxi}_{month}.parquet"

@@ -8,7 +8,7 @@ a second even for a month of millions of trips (benchmarks/figures.py measures t
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -177,5 +177,34 @@ def plot_feature_importance(shares: pd.Series) -> Figure:
     ax.bar_label(bars, labels=[f"{v:.0%}" for v in ordered], padding=3)
     ax.set_xlim(0, 110)
     ax.set(xlabel="share of total gain (%)", title="What the model relies on")
+    fig.tight_layout()
+    return fig
+
+
+def plot_metrics_by_month(table: pd.DataFrame, metrics: Sequence[str], title: str) -> Figure:
+    """Each metric month by month, one panel per metric and one line per model (a long table:
+    month, model and the metrics, in minutes). A dashed line marks 0 on a panel that crosses it
+    (the bias).
+
+    Months sit at even spacing in calendar order, labelled, so a gap between the months scored
+    (2021-05 then 2022-01) shows in the labels rather than as a stretch of empty axis.
+    """
+    months = sorted(table["month"].unique())
+    position = {month: i for i, month in enumerate(months)}
+    fig = Figure(figsize=(max(6.0, 0.7 * len(months) + 2), 1.0 + 3.2 * len(metrics)))
+    axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        for label, rows in table.groupby("model", sort=False):
+            rows = rows.sort_values("month")
+            x = [position[m] for m in rows["month"]]
+            ax.plot(x, rows[metric], marker="o", label=str(label))
+        if metric == "bias":
+            ax.axhline(0, color="black", linewidth=0.8, linestyle="--")
+        ax.set(ylabel=f"{metric} (minutes)")
+        ax.grid(alpha=0.3)
+    axes[0].set_title(title)
+    axes[0].legend()
+    axes[-1].set_xticks(range(len(months)), months, rotation=45, ha="right")
+    axes[-1].set_xlabel("month")
     fig.tight_layout()
     return fig

@@ -17,10 +17,10 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
-from mlflow.types.schema import AnyType
 
 from steps import features
 from steps.contracts import MODEL_INPUT_COLUMNS
@@ -28,6 +28,8 @@ from steps.contracts import MODEL_INPUT_COLUMNS
 BOOSTER_ARTIFACT = "booster"
 PREPROCESSOR_ARTIFACT = "preprocessor"
 # What the model needs where it is loaded, pinned to what trained it.
+# The model's metadata (MLmodel) names the columns it reads: its signature has no input schema.
+INPUT_COLUMNS_KEY = "input_columns"
 REQUIREMENTS = ("mlflow", "xgboost", "pandas", "numpy", "scipy", "scikit-learn", "pyarrow")
 
 
@@ -47,7 +49,13 @@ class TripDurationModel(PythonModel):
         params: dict[str, Any] | None = None,
     ) -> np.ndarray:
         records = pd.DataFrame(model_input)
-        matrix = self.preprocessor.transform(features.model_input(records))
+        try:
+            checked = features.model_input(records)
+        except ValueError as exc:
+            # An MlflowException is what `mlflow models serve` answers with HTTP 400 and its
+            # message alone; any other exception becomes a 500 with a Python traceback.
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+        matrix = self.preprocessor.transform(checked)
         return self.booster.predict(xgb.DMatrix(matrix, enable_categorical=True))
 
 
@@ -58,17 +66,17 @@ def requirements() -> list[str]:
 
 
 def signature() -> ModelSignature:
-    """Raw trip records in (the three columns required, any numeric type), minutes out.
+    """Minutes out; no input schema: the model checks its inputs itself.
 
-    The inputs are typed `any` on purpose: MLflow refuses int64 for a double column and floats
-    (or a missing value, NaN) for a long one, while raw records bring all of these. The model
-    itself checks the columns are numeric (features.model_input), with a message that names
-    the column, and treats a missing or unknown zone as missing.
+    Raw records bring the zones as int64, as floats (a missing zone is NaN) or as JSON integers,
+    and a distance as int or float. MLflow's schema enforcement refuses int64 for a double column
+    and floats for a long one, and an `any`-typed input schema breaks `text/csv` requests to
+    `mlflow models serve` (it cannot give pandas a dtype for `any`). So the model validates the
+    records (features.model_input: the three columns present and numeric) and says what is wrong
+    in an MlflowException, which the server answers with HTTP 400 and that message. The input
+    columns are recorded in the model's metadata (INPUT_COLUMNS_KEY) and its input example.
     """
-    return ModelSignature(
-        inputs=Schema([ColSpec(AnyType(), name) for name in MODEL_INPUT_COLUMNS]),
-        outputs=Schema([ColSpec("double")]),
-    )
+    return ModelSignature(outputs=Schema([ColSpec("double")]))
 
 
 def log_model(**kwargs: Any) -> str:
@@ -80,7 +88,10 @@ def log_model(**kwargs: Any) -> str:
     pyfunc_logger.setLevel(logging.ERROR)
     try:
         info = mlflow.pyfunc.log_model(
-            signature=signature(), pip_requirements=requirements(), **kwargs
+            signature=signature(),
+            pip_requirements=requirements(),
+            metadata={INPUT_COLUMNS_KEY: list(MODEL_INPUT_COLUMNS)},
+            **kwargs,
         )
     finally:
         pyfunc_logger.setLevel(level)
@@ -90,3 +101,17 @@ def log_model(**kwargs: Any) -> str:
 def load(model_uri: str) -> Any:
     """The pyfunc model at `model_uri` (models:/name@alias, models:/name/3, runs:/...)."""
     return mlflow.pyfunc.load_model(model_uri)
+
+
+def spark_udf(spark: Any, model_uri: str) -> Any:
+    """The model as a Spark UDF returning minutes (double), run by the executors' Python with
+    the packages already there (env_manager="local": nothing is installed per task)."""
+    # MLflow warns that env_manager="local" does not recreate the training environment: here
+    # that is the point (the project's pinned environment is the one that trained it).
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_logger.level
+    pyfunc_logger.setLevel(logging.ERROR)
+    try:
+        return mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager="local")
+    finally:
+        pyfunc_logger.setLevel(level)

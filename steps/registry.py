@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
 from steps.runs import client
@@ -21,6 +21,27 @@ def aliased_version(name: str, alias: str) -> ModelVersion | None:
     if not found or alias not in found[0].aliases:
         return None
     return client().get_model_version(name, str(found[0].aliases[alias]))
+
+
+def find_model(name: str) -> RegisteredModel | None:
+    """The registered model `name` with its aliases, or None (looked up by search, as above)."""
+    found = client().search_registered_models(f"name = '{name}'", max_results=1)
+    return found[0] if found else None
+
+
+def find_version(name: str, version: str) -> ModelVersion | None:
+    """Version `version` of model `name`, or None if there is no such (or a deleted) version."""
+    try:
+        return client().get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def version_numbers(name: str) -> list[int]:
+    """The numbers of every version of `name`, ascending (for a message that lists them)."""
+    return sorted(int(v.version) for v in client().search_model_versions(f"name = '{name}'"))
 
 
 def get_or_create_version(

@@ -199,28 +199,37 @@ def check_parquet(path: Path, hint: str, shown_name: str | None = None) -> None:
         ) from None
 
 
-def read_trips(path: Path) -> pd.DataFrame:
-    """Read a TLC month into the canonical trip frame (pickup, dropoff, zones, distance).
-
-    Both schema generations (int64 or int32 zone IDs, ns or us timestamps) and both timestamp
-    prefixes (green lpep_, yellow tpep_) map onto one set of names and types.
-    """
+def trip_columns(path: Path, optional: tuple[str, ...] = ()) -> dict[str, pa.Field]:
+    """The file's field for each canonical column it has (matched case-insensitively through
+    COLUMN_ALIASES), read from the footer only; fails naming any missing column that is not in
+    `optional`."""
     schema = pq.ParquetFile(path).schema_arrow
     by_lower = {name.lower(): name for name in schema.names}
-    chosen: dict[str, str] = {}
+    chosen: dict[str, pa.Field] = {}
     missing = []
     for canonical, aliases in COLUMN_ALIASES.items():
         found = next((by_lower[a.lower()] for a in aliases if a.lower() in by_lower), None)
-        if found is None:
+        if found is not None:
+            chosen[canonical] = schema.field(found)
+        elif canonical not in optional:
             missing.append(aliases[0] if len(aliases) == 1 else "/".join(aliases[:2]))
-        else:
-            chosen[canonical] = found
     if missing:
         raise PipelineError(
             f"{path.name} lacks column(s) {', '.join(missing)} (it has {', '.join(schema.names)}); "
             "use a TLC green or yellow trip-record file"
         )
-    table = pq.read_table(path, columns=list(chosen.values()))
+    return chosen
+
+
+def read_trips(path: Path, optional: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a TLC month into the canonical trip frame (pickup, dropoff, zones, distance).
+
+    Both schema generations (int64 or int32 zone IDs, ns or us timestamps) and both timestamp
+    prefixes (green lpep_, yellow tpep_) map onto one set of names and types. Columns named in
+    `optional` may be absent from the file: they come back empty (all missing).
+    """
+    chosen = trip_columns(path, optional)
+    table = pq.read_table(path, columns=[field.name for field in chosen.values()])
     table = table.rename_columns(list(chosen))
     try:
         table = table.cast(pa.schema([(c, CANONICAL_TYPES[c]) for c in chosen]), safe=False)
@@ -228,4 +237,7 @@ def read_trips(path: Path) -> pd.DataFrame:
         raise PipelineError(
             f"{path.name} has columns of unexpected types ({exc}); use a TLC trip-record file"
         ) from None
-    return table.to_pandas()
+    for column in COLUMN_ALIASES:
+        if column not in chosen:
+            table = table.append_column(column, pa.nulls(table.num_rows, CANONICAL_TYPES[column]))
+    return table.select(list(COLUMN_ALIASES)).to_pandas()

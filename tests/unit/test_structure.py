@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from steps.contracts import MAIN, STEPS
+from steps.contracts import MAIN, STANDALONE, STEPS
 from steps.reuse import code_fingerprint, imported_modules, module_closure
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_only_the_edge_modules_import_mlflow():
 ARTIFACT_SUFFIXES = (".parquet", ".pkl", ".json", ".png", ".csv", ".npz", ".ubj")
 
 
-@pytest.mark.parametrize("entry_point", [*STEPS, MAIN])
+@pytest.mark.parametrize("entry_point", [*STEPS, *STANDALONE, MAIN])
 def test_steps_take_artifact_paths_from_contracts(entry_point):
     tree = ast.parse((STEPS_DIR / f"{entry_point}.py").read_text())
     literals = [
@@ -132,7 +132,7 @@ def test_editing_the_plugins_changes_no_step(project):
     assert changed_by(project, "plugins") == set()
 
 
-@pytest.mark.parametrize("step", [*STEPS, MAIN])
+@pytest.mark.parametrize("step", [*STEPS, *STANDALONE, MAIN])
 def test_a_fingerprint_covers_the_modules_its_step_imports(step):
     covered = {p.stem for p in module_closure(STEPS_DIR, step)}
     assert step in covered and "contracts" in covered

@@ -44,6 +44,17 @@ def test_read_trips_names_missing_columns_and_what_the_file_has(tmp_path, data_d
         read_trips(tmp_path / "bad.parquet")
 
 
+def test_read_trips_fills_optional_columns_the_file_lacks(tmp_path, data_dir):
+    table = pq.read_table(data_dir / "green_tripdata_2021-01.parquet")
+    pq.write_table(table.drop_columns(["lpep_dropoff_datetime"]), tmp_path / "no_dropoff.parquet")
+    with pytest.raises(PipelineError, match=r"lacks column\(s\) lpep_dropoff_datetime"):
+        read_trips(tmp_path / "no_dropoff.parquet")
+    frame = read_trips(tmp_path / "no_dropoff.parquet", optional=(PICKUP, DROPOFF))
+    assert tuple(frame.columns) == TRIP_COLUMNS and len(frame) == table.num_rows
+    assert frame[DROPOFF].isna().all() and str(frame[DROPOFF].dtype).startswith("datetime64")
+    assert frame[PICKUP].notna().all()
+
+
 def test_read_trips_refuses_string_zone_ids(tmp_path):
     table = pa.table(
         {
