@@ -123,6 +123,47 @@ def settle_champion(
     return decision, incumbent
 
 
+@dataclass(frozen=True)
+class Published:
+    """What `publish` left in the registry: the version, whether it is new, the decision."""
+
+    version: str
+    created: bool
+    decision: Decision
+    incumbent: Incumbent | None
+
+
+def publish(
+    model_name: str,
+    model_uri: str,
+    run_id: str,
+    test_rmse: float,
+    data_tags: dict[str, str],
+    version_tags: dict[str, str] | None = None,
+    description: str = "",
+    test_trips: pd.DataFrame | None = None,
+) -> Published:
+    """Register the model of `run_id` (once), alias it `challenger`, and settle `champion`.
+
+    Everything register does to the registry, in one call (the concurrency tests call it from
+    many processes at once).
+    """
+    # settle_champion compares against the champion's test_rmse tag
+    tags = {**data_tags, "test_rmse": f"{test_rmse:.6f}", **(version_tags or {})}
+    number, created = registry.get_or_create_version(
+        model_name, model_uri, run_id, tags, description
+    )
+    trips = test_trips if test_trips is not None else pd.DataFrame()
+    try:
+        registry.set_alias(model_name, CHALLENGER, number)
+        decision, incumbent = settle_champion(model_name, number, test_rmse, data_tags, trips)
+    except BaseException:
+        if created:  # never leave a version without its aliases
+            registry.delete_version(model_name, number)
+        raise
+    return Published(number, created, decision, incumbent)
+
+
 def incumbent_version(incumbent: Incumbent | None) -> str:
     return incumbent.version if incumbent else "none"
 
@@ -149,25 +190,22 @@ def main(train_run: str, model_name: str) -> None:
             "val_rmse": f"{trained.data.metrics['val_rmse']:.6f}",
             "source_run": trained.info.run_id,
         }
-        number, created = registry.get_or_create_version(
+        description = (
+            f"XGBoost trip duration; test RMSE {test_rmse:.3f} min on "
+            f"{data_tags.get('taxi')} {data_tags.get('test_month')}"
+        )
+        published = publish(
             model_name,
             trained.data.tags[MODEL_URI_TAG],
             trained.info.run_id,
+            test_rmse,
+            data_tags,
             version_tags,
-            description=(
-                f"XGBoost trip duration; test RMSE {test_rmse:.3f} min on "
-                f"{data_tags.get('taxi')} {data_tags.get('test_month')}"
-            ),
+            description,
+            test_trips,
         )
-        try:
-            registry.set_alias(model_name, CHALLENGER, number)
-            decision, incumbent = settle_champion(
-                model_name, number, test_rmse, data_tags, test_trips
-            )
-        except BaseException:
-            if created:  # never leave a version without its aliases
-                registry.delete_version(model_name, number)
-            raise
+        number, created = published.version, published.created
+        decision, incumbent = published.decision, published.incumbent
         aliases = [CHALLENGER] + ([CHAMPION] if decision.promote else [])
         record = {
             "model_name": model_name,
