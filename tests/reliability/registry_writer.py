@@ -52,7 +52,9 @@ def write(folder: Path, number: int, round_: dict[str, Any], writer: str, start:
     except BaseException as exc:
         outcome["error"] = "".join(traceback.format_exception(exc))
     outcome["ended"] = time.time()
-    (folder / f"result-{number}-{writer}.json").write_text(json.dumps(outcome))
+    partial = folder / f"result-{number}-{writer}.partial"
+    partial.write_text(json.dumps(outcome))
+    partial.replace(folder / f"result-{number}-{writer}.json")  # whole, or not there yet
     return "error" not in outcome
 
 

@@ -37,9 +37,9 @@ from tests.conftest import subprocess_env
 from tests.integration.servers import PROXIED, S3, MlflowServer, Postgres
 
 PROCESSES = 4
-THREADS = 3  # writers per process
+THREADS = 4  # writers per process
 WRITERS = PROCESSES * THREADS
-ROUNDS = 8
+ROUNDS = 10
 # Writers 2k and 2k+1 register the same run, so a round has WRITERS // 2 runs.
 WRITERS_PER_RUN = 2
 DATA_TAGS = {
