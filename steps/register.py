@@ -32,8 +32,9 @@ from steps.contracts import (
     TARGET,
     trips_split_path,
 )
+from steps.errors import PipelineError
 
-SETTLE_ROUNDS = 5
+SETTLE_ROUNDS = 10
 SETTLE_SECONDS = 0.5
 
 
@@ -103,24 +104,34 @@ def settle_champion(
     data_tags: dict[str, str],
     test_trips: pd.DataFrame,
 ) -> tuple[Decision, Incumbent | None]:
-    """Move `champion` to version `number` if it beats the champion, safely against a second
-    register running at the same moment.
+    """Move `champion` to version `number` if it beats the champion, safely against other
+    registers running at the same moment.
 
-    The registry has no compare-and-set, so after moving the alias this waits a moment and
-    reads it back; if another run moved it meanwhile, the two versions are compared again. Both
-    runs converge on the better version whatever the interleaving.
+    The registry has no compare-and-set, so this comes as close as it allows: just before the
+    move it checks the champion is still the one it compared against (re-scoring takes
+    seconds); a move that collides with another writer's is not repeated blindly but decided
+    again on a fresh read; and after moving it waits a moment and reads the alias back: if
+    another register moved it meanwhile, the two versions are compared again. Every register
+    converges on the better version whatever the interleaving.
     """
-    for _ in range(SETTLE_ROUNDS):
+    for attempt in range(SETTLE_ROUNDS):
         incumbent = incumbent_score(model_name, data_tags, test_trips)
         decision = decide_champion(test_rmse, incumbent, number)
         if not decision.promote or (incumbent is not None and incumbent.version == number):
             return decision, incumbent
-        registry.set_alias(model_name, CHAMPION, number)
+        compared = incumbent.version if incumbent else None
+        if registry.alias_target(model_name, CHAMPION) != compared:
+            continue  # moved while this one was scored: compare with the new champion
+        if not registry.try_alias(model_name, CHAMPION, number):
+            registry.pause(attempt)  # another register moved it at the same instant
+            continue
         time.sleep(SETTLE_SECONDS)
-        current = registry.aliased_version(model_name, CHAMPION)
-        if current is not None and str(current.version) == number:
+        if registry.alias_target(model_name, CHAMPION) == number:
             return decision, incumbent
-    return decision, incumbent
+    raise PipelineError(
+        f"could not settle alias {CHAMPION!r} of model {model_name!r} for version {number}: "
+        f"other registers kept moving it ({SETTLE_ROUNDS} rounds); run register again"
+    )
 
 
 @dataclass(frozen=True)

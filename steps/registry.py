@@ -1,14 +1,97 @@
-"""The MLflow model registry: versions, aliases and their tags. Aliases only, never stages."""
+"""The MLflow model registry: versions, aliases and their tags. Aliases only, never stages.
+
+Writes here survive a second writer at the same moment (two pipelines, two registers). MLflow's
+SQL registry writes an alias, a tag or a version by looking it up and then inserting it, so two
+writers that both miss the row both insert and the second gets a unique-key violation (HTTP 400
+from a tracking server). Such a write is retried after a random pause, a bounded number of
+times; any other registry error, or one that keeps conflicting, becomes one PipelineError line
+that names the model and what was being written.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from steps.runs import client
+from steps.errors import PipelineError
+from steps.runs import client, tracking_uri
+from steps.server import lost_server_message, redact
+
+T = TypeVar("T")
+
+CONFLICT_RETRIES = 8
+# The first pause before a retry is up to this long; each later one up to twice the previous.
+BACKOFF_SECONDS = 0.05
+# What MLflow's answer says when a write lost a race: a unique key already taken (PostgreSQL,
+# SQLite, MySQL), a version number taken three times over, or SQLite busy with another writer.
+CONFLICT_MARKERS = (
+    "UniqueViolation",
+    "UNIQUE constraint failed",
+    "Duplicate entry",
+    "duplicate key value",
+    "Model Version creation error",
+    "database is locked",
+)
+RETRY_HINT = "run the same command again: registering a run and moving aliases are safe to repeat"
+
+
+class WriteConflict(Exception):
+    """A registry write that lost a race with another writer of the same row."""
+
+
+def is_conflict(exc: MlflowException) -> bool:
+    return any(marker in str(exc) for marker in CONFLICT_MARKERS)
+
+
+def pause(attempt: int) -> None:
+    """Wait a random time before retry `attempt` (0-based), so racing writers spread out."""
+    time.sleep(random.uniform(0, BACKOFF_SECONDS * 2**attempt))
+
+
+@contextmanager
+def one_line(name: str, what: str) -> Iterator[None]:
+    """Turn a registry error into one PipelineError line naming the model and the write.
+
+    A lost tracking server is left to the CLI shell, which says so in its own line.
+    """
+    try:
+        yield
+    except MlflowException as exc:
+        if lost_server_message(exc, tracking_uri()) is not None:
+            raise
+        detail = " ".join(str(exc).split())[:300]
+        raise PipelineError(
+            f"the registry at {redact(tracking_uri())} refused to {what} of model {name!r} "
+            f"({detail}); {RETRY_HINT}"
+        ) from None
+    except WriteConflict:
+        raise PipelineError(
+            f"could not {what} of model {name!r}: other writers kept changing it at the same "
+            f"moment ({CONFLICT_RETRIES} tries); {RETRY_HINT}"
+        ) from None
+
+
+def on_conflict_retry(write: Callable[[], T]) -> T:
+    """Run `write`; when it loses a race, pause a random moment and write again (the row the
+    other writer inserted is then there, and the write updates it). Raises WriteConflict when
+    every try lost."""
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            return write()
+        except MlflowException as exc:
+            if not is_conflict(exc):
+                raise
+        pause(attempt)
+    raise WriteConflict()
+
+
+# --- reading ----------------------------------------------------------------------------------
 
 
 def aliased_version(name: str, alias: str) -> ModelVersion | None:
@@ -17,10 +100,30 @@ def aliased_version(name: str, alias: str) -> ModelVersion | None:
     The model is looked up by search first: with basic auth, a non-admin user asking for an alias
     of a model that does not exist gets 403, not 404.
     """
-    found = client().search_registered_models(f"name = '{name}'", max_results=1)
+    with one_line(name, f"read alias {alias!r}"):
+        found = client().search_registered_models(f"name = '{name}'", max_results=1)
+        if not found or alias not in found[0].aliases:
+            return None
+        return client().get_model_version(name, str(found[0].aliases[alias]))
+
+
+def alias_target(name: str, alias: str) -> str | None:
+    """The version number `alias` points at (None: no such model or alias); one request."""
+    with one_line(name, f"read alias {alias!r}"):
+        found = client().search_registered_models(f"name = '{name}'", max_results=1)
     if not found or alias not in found[0].aliases:
         return None
-    return client().get_model_version(name, str(found[0].aliases[alias]))
+    return str(found[0].aliases[alias])
+
+
+def versions_of_run(name: str, run_id: str) -> list[str]:
+    """The live version numbers of `name` registered from `run_id`, lowest first."""
+    with one_line(name, f"look up the versions of run {run_id}"):
+        found = client().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return sorted((str(v.version) for v in found), key=int)
+
+
+# --- writing ----------------------------------------------------------------------------------
 
 
 def get_or_create_version(
@@ -30,32 +133,71 @@ def get_or_create_version(
     is none yet; returns its number and whether it was created now.
 
     Registering the same run twice would only duplicate the version. Tags and description go
-    in the creating call, so a version never exists without them.
+    in the creating call, so a version never exists without them. Two registers of one run at
+    the same moment can both find no version and both create one: then the lower number stands
+    and the other is withdrawn by the register that made it (whoever made a higher number
+    created it after the lower one was committed, so it always sees that one).
     """
-    c = client()
-    existing = list(c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"))
+    existing = versions_of_run(name, run_id)
     if existing:
-        return str(existing[0].version), False
+        return existing[0], False
+    c = client()
+    with one_line(name, "create the registered model"):
+        on_conflict_retry(lambda: create_model_if_missing(name))
+    with one_line(name, f"register run {run_id} as a new version"):
+        version = on_conflict_retry(
+            lambda: c.create_model_version(
+                name,
+                model_uri,
+                run_id=run_id,
+                tags={k: str(v) for k, v in tags.items()},
+                description=description,
+                # A tracking server accepts a models:/m-<id> source only with that model_id.
+                model_id=(
+                    model_uri.removeprefix("models:/")
+                    if model_uri.startswith("models:/m-")
+                    else None
+                ),
+            )
+        )
+    number = str(version.version)  # an int in some MLflow versions, a str in others
+    first = versions_of_run(name, run_id)[0]
+    if first != number:
+        delete_version(name, number)
+        return first, False
+    return number, True
+
+
+def create_model_if_missing(name: str) -> None:
     try:
-        c.create_registered_model(name)
+        client().create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = c.create_model_version(
-        name,
-        model_uri,
-        run_id=run_id,
-        tags={k: str(v) for k, v in tags.items()},
-        description=description,
-        # A tracking server accepts a models:/m-<id> source only together with that model_id.
-        model_id=model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None,
-    )
-    return str(version.version), True  # an int in some MLflow versions, a str in others
 
 
 def set_alias(name: str, alias: str, version: str) -> None:
-    client().set_registered_model_alias(name, alias, version)
+    """Point `alias` at `version`, whoever else writes it at the same moment (last one wins).
+
+    For `champion`, where the winner matters, use `try_alias` and decide again on a conflict.
+    """
+    with one_line(name, f"set alias {alias!r} to version {version}"):
+        on_conflict_retry(lambda: client().set_registered_model_alias(name, alias, version))
+
+
+def try_alias(name: str, alias: str, version: str) -> bool:
+    """Point `alias` at `version` once; False when another writer wrote it at the same moment
+    (the caller re-reads the alias and decides again)."""
+    with one_line(name, f"set alias {alias!r} to version {version}"):
+        try:
+            client().set_registered_model_alias(name, alias, version)
+        except MlflowException as exc:
+            if is_conflict(exc):
+                return False
+            raise
+    return True
 
 
 def delete_version(name: str, version: str) -> None:
-    client().delete_model_version(name, version)
+    with one_line(name, f"delete version {version}"):
+        client().delete_model_version(name, version)
