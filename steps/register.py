@@ -10,7 +10,6 @@ Artifact: registration.json (what was registered and why the champion moved or s
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import click
@@ -34,8 +33,8 @@ from steps.contracts import (
 )
 from steps.errors import PipelineError
 
+# How many times the champion may move under a register's feet before it gives up.
 SETTLE_ROUNDS = 10
-SETTLE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -103,31 +102,27 @@ def settle_champion(
     test_rmse: float,
     data_tags: dict[str, str],
     test_trips: pd.DataFrame,
+    holder: str,
 ) -> tuple[Decision, Incumbent | None]:
     """Move `champion` to version `number` if it beats the champion, safely against other
-    registers running at the same moment.
+    registers (and promotes) at the same moment.
 
-    The registry has no compare-and-set, so this comes as close as it allows: just before the
-    move it checks the champion is still the one it compared against (re-scoring takes
-    seconds); a move that collides with another writer's is not repeated blindly but decided
-    again on a fresh read; and after moving it waits a moment and reads the alias back: if
-    another register moved it meanwhile, the two versions are compared again. Every register
-    converges on the better version whatever the interleaving.
+    The comparison can take seconds (re-scoring the champion on this test month), so it is made
+    first; the move itself is made under the champion lock (registry.champion_lock), and only
+    if the champion is still the one compared with. If it moved meanwhile, the new champion is
+    compared in turn. Moves are thus one after the other, each replacing the champion it beat,
+    so whatever the interleaving the best version stands.
     """
-    for attempt in range(SETTLE_ROUNDS):
+    for _ in range(SETTLE_ROUNDS):
         incumbent = incumbent_score(model_name, data_tags, test_trips)
         decision = decide_champion(test_rmse, incumbent, number)
         if not decision.promote or (incumbent is not None and incumbent.version == number):
             return decision, incumbent
         compared = incumbent.version if incumbent else None
-        if registry.alias_target(model_name, CHAMPION) != compared:
-            continue  # moved while this one was scored: compare with the new champion
-        if not registry.try_alias(model_name, CHAMPION, number):
-            registry.pause(attempt)  # another register moved it at the same instant
-            continue
-        time.sleep(SETTLE_SECONDS)
-        if registry.alias_target(model_name, CHAMPION) == number:
-            return decision, incumbent
+        with registry.champion_lock(model_name, holder):
+            if registry.alias_target(model_name, CHAMPION) == compared:
+                registry.set_alias(model_name, CHAMPION, number)
+                return decision, incumbent
     raise PipelineError(
         f"could not settle alias {CHAMPION!r} of model {model_name!r} for version {number}: "
         f"other registers kept moving it ({SETTLE_ROUNDS} rounds); run register again"
@@ -153,6 +148,7 @@ def publish(
     version_tags: dict[str, str] | None = None,
     description: str = "",
     test_trips: pd.DataFrame | None = None,
+    holder: str = REGISTER,
 ) -> Published:
     """Register the model of `run_id` (once), alias it `challenger`, and settle `champion`.
 
@@ -167,10 +163,12 @@ def publish(
     trips = test_trips if test_trips is not None else pd.DataFrame()
     try:
         registry.set_alias(model_name, CHALLENGER, number)
-        decision, incumbent = settle_champion(model_name, number, test_rmse, data_tags, trips)
+        decision, incumbent = settle_champion(
+            model_name, number, test_rmse, data_tags, trips, holder
+        )
     except BaseException:
         if created:  # never leave a version without its aliases
-            registry.delete_version(model_name, number)
+            registry.withdraw_version(model_name, number)
         raise
     return Published(number, created, decision, incumbent)
 
@@ -214,6 +212,7 @@ def main(train_run: str, model_name: str) -> None:
             version_tags,
             description,
             test_trips,
+            f"register run {run.info.run_id}",
         )
         number, created = published.version, published.created
         decision, incumbent = published.decision, published.incumbent

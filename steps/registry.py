@@ -6,6 +6,11 @@ writers that both miss the row both insert and the second gets a unique-key viol
 from a tracking server). Such a write is retried after a random pause, a bounded number of
 times; any other registry error, or one that keeps conflicting, becomes one PipelineError line
 that names the model and what was being written.
+
+The registry has no compare-and-set for an alias, so moves of `champion` are made under a lock
+(`champion_lock`): creating a registered model is the one write MLflow makes atomic (a second
+create of the same name is refused), so holding the lock means having created the model
+`<name>.champion-lock`, and releasing it means deleting that model.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any, TypeVar
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from steps.contracts import CHAMPION
 from steps.errors import PipelineError
 from steps.runs import client, tracking_uri
 from steps.server import lost_server_message, redact
@@ -39,6 +45,11 @@ CONFLICT_MARKERS = (
     "database is locked",
 )
 RETRY_HINT = "run the same command again: registering a run and moving aliases are safe to repeat"
+LOCK_SUFFIX = ".champion-lock"
+# A lock still there, unchanged, after this long was left by a process that died holding it.
+LOCK_LEASE_SECONDS = 60.0
+# Longest wait for the lock: other holders each hold it for a few requests.
+LOCK_WAIT_SECONDS = 180.0
 
 
 class WriteConflict(Exception):
@@ -163,7 +174,8 @@ def get_or_create_version(
     number = str(version.version)  # an int in some MLflow versions, a str in others
     first = versions_of_run(name, run_id)[0]
     if first != number:
-        delete_version(name, number)
+        with one_line(name, f"delete the duplicate version {number}"):
+            client().delete_model_version(name, number)
         return first, False
     return number, True
 
@@ -177,27 +189,84 @@ def create_model_if_missing(name: str) -> None:
 
 
 def set_alias(name: str, alias: str, version: str) -> None:
-    """Point `alias` at `version`, whoever else writes it at the same moment (last one wins).
-
-    For `champion`, where the winner matters, use `try_alias` and decide again on a conflict.
-    """
+    """Point `alias` at `version`, whoever else writes it at the same moment (last one wins;
+    `champion`, where the winner matters, is moved under `champion_lock`)."""
     with one_line(name, f"set alias {alias!r} to version {version}"):
         on_conflict_retry(lambda: client().set_registered_model_alias(name, alias, version))
 
 
-def try_alias(name: str, alias: str, version: str) -> bool:
-    """Point `alias` at `version` once; False when another writer wrote it at the same moment
-    (the caller re-reads the alias and decides again)."""
-    with one_line(name, f"set alias {alias!r} to version {version}"):
-        try:
-            client().set_registered_model_alias(name, alias, version)
-        except MlflowException as exc:
-            if is_conflict(exc):
-                return False
-            raise
+def withdraw_version(name: str, version: str) -> None:
+    """Delete a version this process registered and could not finish, unless it is the
+    champion by now (a second register of the same run adopted it and moved the alias)."""
+    with one_line(name, f"delete version {version}"):
+        if alias_target(name, CHAMPION) != version:
+            client().delete_model_version(name, version)
+
+
+@contextmanager
+def champion_lock(name: str, holder: str) -> Iterator[None]:
+    """Hold the lock on moving `champion` of model `name` (see the module docstring).
+
+    Waits, with random pauses, while another process holds it. A lock left by a process that
+    died (the same lock seen for LOCK_LEASE_SECONDS, by this process's own clock) is broken.
+    """
+    lock = f"{name}{LOCK_SUFFIX}"
+    started = time.monotonic()
+    seen: dict[int, float] = {}  # creation time of a lock seen -> when it was first seen here
+    attempt = 0
+    with one_line(name, f"take the lock {lock!r} on moving alias {CHAMPION!r}"):
+        while not _create_lock(lock, name, holder):
+            held = _lock_created(lock)
+            if held is not None:
+                first_seen = seen.setdefault(held, time.monotonic())
+                if time.monotonic() - first_seen > LOCK_LEASE_SECONDS:
+                    _delete_lock(lock)  # its holder died: nobody held it for a whole lease
+            if time.monotonic() - started > LOCK_WAIT_SECONDS:
+                raise PipelineError(
+                    f"waited {LOCK_WAIT_SECONDS:.0f} s for the lock {lock!r} on moving alias "
+                    f"{CHAMPION!r} of model {name!r}; if no register or promote is running, "
+                    f"delete the registered model {lock!r} and {RETRY_HINT}"
+                )
+            pause(min(attempt, 3))
+            attempt += 1
+    try:
+        yield
+    finally:
+        with one_line(name, f"release the lock {lock!r}"):
+            _delete_lock(lock)
+
+
+def _create_lock(lock: str, name: str, holder: str) -> bool:
+    """Create the lock model; False if it exists (held by another process)."""
+    try:
+        client().create_registered_model(
+            lock,
+            tags={"holder": holder},
+            description=(
+                f"Lock held while {holder} moves alias `{CHAMPION}` of `{name}`; deleted right "
+                "after. A lock left here by a process that died is broken after "
+                f"{LOCK_LEASE_SECONDS:.0f} s."
+            ),
+        )
+    except MlflowException as exc:
+        # Taken; or taken and released again while MLflow looked at the one that refused it.
+        if exc.error_code in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
+            return False
+        if is_conflict(exc):
+            return False
+        raise
     return True
 
 
-def delete_version(name: str, version: str) -> None:
-    with one_line(name, f"delete version {version}"):
-        client().delete_model_version(name, version)
+def _lock_created(lock: str) -> int | None:
+    """The lock model's creation time (ms, the registry's clock), None if it is gone."""
+    found = client().search_registered_models(f"name = '{lock}'", max_results=1)
+    return int(found[0].creation_timestamp) if found else None
+
+
+def _delete_lock(lock: str) -> None:
+    try:
+        client().delete_registered_model(lock)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
