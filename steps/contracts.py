@@ -19,6 +19,7 @@ HPO: Final = "hpo"
 TRAIN_BEST: Final = "train_best"
 REGISTER: Final = "register"
 MAIN: Final = "main"
+PROMOTE: Final = "promote"  # not a pipeline step: moves `champion` by hand (rollback)
 STEPS: Final = (INGEST, FEATURIZE, HPO, TRAIN_BEST, REGISTER)
 # Lineage: each step after ingest reads one upstream run, given as this parameter (runs:/<id>).
 UPSTREAM: Final[dict[str, tuple[str, str]]] = {
@@ -33,6 +34,11 @@ EXPERIMENT_NAME: Final = "nyc-taxi-experiment"
 MODEL_NAME: Final = "nyc-taxi-duration"
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
+# The champion's history (steps/history.py): one registered-model tag per move of `champion`,
+# and on each version when it last became champion and when it stopped being one.
+CHAMPION_HISTORY_PREFIX: Final = "champion_history."
+CHAMPION_SINCE_TAG: Final = "champion_since"
+CHAMPION_UNTIL_TAG: Final = "champion_until"
 
 # --- data source ---------------------------------------------------------------------------
 TLC_URL: Final = "https://d37ci6vzurychx.cloudfront.net/trip-data"
@@ -102,6 +108,7 @@ BOOSTER_FILE: Final = "booster.ubj"  # inside the logged model: artifacts/booste
 PLOTS_DIR: Final = "plots"  # train_best
 TEST_PREDICTIONS_PLOT: Final = f"{PLOTS_DIR}/test_predictions.png"
 REGISTRATION_FILE: Final = "registration.json"  # register
+PROMOTION_FILE: Final = "promotion.json"  # promote
 SUMMARY_FILE: Final = "summary.json"  # main
 
 

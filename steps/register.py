@@ -4,7 +4,8 @@ Input: train_run (runs:/<id> of a train_best run). Parameter: model_name.
 The new version is tagged with its metrics, data months, encoding and source run, and always
 gets alias `challenger`. `champion` moves to it when its test RMSE beats the champion's on the
 same test month (re-scoring the champion on this test month when it was tested on another),
-or when there is no champion. Never uses stages.
+or when there is no champion. Never uses stages. Every move of `champion` is appended to the
+champion's history in the registry (see promote).
 Artifact: registration.json (what was registered and why the champion moved or stayed).
 """
 
@@ -96,13 +97,26 @@ def incumbent_score(
     return Incumbent(str(champion.version), rmse, f"re-scored on {data_tags.get('test_month')}")
 
 
+@dataclass(frozen=True)
+class Mover:
+    """Who moves `champion` from this register: the user and the register run (for the
+    champion's history; the run is empty when publish is called outside a run)."""
+
+    by: str
+    run_id: str = ""
+
+    @property
+    def holder(self) -> str:
+        return f"{REGISTER} run {self.run_id}" if self.run_id else f"{REGISTER} by {self.by}"
+
+
 def settle_champion(
     model_name: str,
     number: str,
     test_rmse: float,
     data_tags: dict[str, str],
     test_trips: pd.DataFrame,
-    holder: str,
+    mover: Mover,
 ) -> tuple[Decision, Incumbent | None]:
     """Move `champion` to version `number` if it beats the champion, safely against other
     registers (and promotes) at the same moment.
@@ -111,7 +125,8 @@ def settle_champion(
     first; the move itself is made under the champion lock (registry.champion_lock), and only
     if the champion is still the one compared with. If it moved meanwhile, the new champion is
     compared in turn. Moves are thus one after the other, each replacing the champion it beat,
-    so whatever the interleaving the best version stands.
+    so whatever the interleaving the best version stands. The move is appended to the
+    champion's history.
     """
     for _ in range(SETTLE_ROUNDS):
         incumbent = incumbent_score(model_name, data_tags, test_trips)
@@ -119,9 +134,11 @@ def settle_champion(
         if not decision.promote or (incumbent is not None and incumbent.version == number):
             return decision, incumbent
         compared = incumbent.version if incumbent else None
-        with registry.champion_lock(model_name, holder):
+        with registry.champion_lock(model_name, mover.holder):
             if registry.alias_target(model_name, CHAMPION) == compared:
-                registry.set_alias(model_name, CHAMPION, number)
+                registry.move_champion(
+                    model_name, number, compared, mover.by, REGISTER, mover.run_id, decision.reason
+                )
                 return decision, incumbent
     raise PipelineError(
         f"could not settle alias {CHAMPION!r} of model {model_name!r} for version {number}: "
@@ -138,6 +155,11 @@ class Published:
     decision: Decision
     incumbent: Incumbent | None
 
+    @property
+    def moved(self) -> bool:
+        """Whether this call moved `champion` (not when it already was the champion)."""
+        return self.decision.promote and incumbent_version(self.incumbent) != self.version
+
 
 def publish(
     model_name: str,
@@ -148,7 +170,7 @@ def publish(
     version_tags: dict[str, str] | None = None,
     description: str = "",
     test_trips: pd.DataFrame | None = None,
-    holder: str = REGISTER,
+    mover: Mover | None = None,
 ) -> Published:
     """Register the model of `run_id` (once), alias it `challenger`, and settle `champion`.
 
@@ -164,7 +186,7 @@ def publish(
     try:
         registry.set_alias(model_name, CHALLENGER, number)
         decision, incumbent = settle_champion(
-            model_name, number, test_rmse, data_tags, trips, holder
+            model_name, number, test_rmse, data_tags, trips, mover or Mover(runs.user())
         )
     except BaseException:
         if created:  # never leave a version without its aliases
@@ -212,7 +234,7 @@ def main(train_run: str, model_name: str) -> None:
             version_tags,
             description,
             test_trips,
-            f"register run {run.info.run_id}",
+            Mover(runs.user(), run.info.run_id),
         )
         number, created = published.version, published.created
         decision, incumbent = published.decision, published.incumbent

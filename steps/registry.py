@@ -16,6 +16,7 @@ create of the same name is refused), so holding the lock means having created th
 from __future__ import annotations
 
 import random
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -24,8 +25,10 @@ from typing import Any, TypeVar
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from steps.contracts import CHAMPION
+from steps import history
+from steps.contracts import CHAMPION, CHAMPION_SINCE_TAG, CHAMPION_UNTIL_TAG
 from steps.errors import PipelineError
+from steps.history import ChampionMove
 from steps.runs import client, tracking_uri
 from steps.server import lost_server_message, redact
 
@@ -127,6 +130,36 @@ def alias_target(name: str, alias: str) -> str | None:
     return str(found[0].aliases[alias])
 
 
+def live_version(name: str, version: str) -> ModelVersion | None:
+    """Version `version` of `name`, or None if it was never registered or was deleted."""
+    with one_line(name, f"read version {version}"):
+        try:
+            return client().get_model_version(name, version)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+
+
+def model_tags(name: str) -> dict[str, str] | None:
+    """The registered model's tags, or None if there is no such model."""
+    with one_line(name, "read the tags"):
+        found = client().search_registered_models(f"name = '{name}'", max_results=1)
+    return dict(found[0].tags) if found else None
+
+
+def version_numbers(name: str) -> list[str]:
+    """The live version numbers of model `name`, lowest first."""
+    with one_line(name, "list the versions"):
+        found = client().search_model_versions(f"name = '{name}'")
+    return sorted((str(v.version) for v in found), key=int)
+
+
+def champion_history(name: str) -> list[ChampionMove]:
+    """Every recorded move of `champion` of model `name`, oldest first."""
+    return history.moves(model_tags(name) or {})
+
+
 def versions_of_run(name: str, run_id: str) -> list[str]:
     """The live version numbers of `name` registered from `run_id`, lowest first."""
     with one_line(name, f"look up the versions of run {run_id}"):
@@ -201,6 +234,41 @@ def withdraw_version(name: str, version: str) -> None:
     with one_line(name, f"delete version {version}"):
         if alias_target(name, CHAMPION) != version:
             client().delete_model_version(name, version)
+
+
+def move_champion(
+    name: str, version: str, previous: str | None, by: str, step: str, run_id: str, reason: str
+) -> ChampionMove:
+    """Point `champion` at `version` and append the move to its history; call it holding
+    `champion_lock`, having checked the champion still is `previous`."""
+    set_alias(name, CHAMPION, version)
+    return record_champion_move(name, version, previous, by, step, run_id, reason)
+
+
+def record_champion_move(
+    name: str, version: str, previous: str | None, by: str, step: str, run_id: str, reason: str
+) -> ChampionMove:
+    """Append a move of `champion` (just made) to the history the registry keeps: a
+    registered-model tag of its own (history.move_key: unique, so moves made at the same moment
+    never overwrite each other), `champion_since` on the new champion and `champion_until` on
+    the one it replaced."""
+    now = time.time_ns() // 1_000_000
+    move = ChampionMove(
+        version, previous or "none", history.utc_text(now), by, step, run_id, reason
+    )
+    key = history.move_key(now, secrets.token_hex(4))
+    c = client()
+    with one_line(name, f"record the move of alias {CHAMPION!r} to version {version}"):
+        on_conflict_retry(lambda: c.set_registered_model_tag(name, key, history.encode(move)))
+        on_conflict_retry(
+            lambda: c.set_model_version_tag(name, version, CHAMPION_SINCE_TAG, move.at)
+        )
+        on_conflict_retry(lambda: c.delete_model_version_tag(name, version, CHAMPION_UNTIL_TAG))
+        if previous and previous != version and live_version(name, previous) is not None:
+            on_conflict_retry(
+                lambda: c.set_model_version_tag(name, previous, CHAMPION_UNTIL_TAG, move.at)
+            )
+    return move
 
 
 @contextmanager

@@ -5,8 +5,9 @@ runs the writers plan["processes"][<process>] lists, one thread each. It opens t
 it is ready (<folder>/ready-<process>), then for each round waits for <folder>/go-<round> (a
 start time a moment ahead, the same for every process), sleeps until that instant and lets
 every writer do what `register` does to the registry for its train run
-(steps.register.publish), recording the outcome, or the traceback of what failed, in
-<folder>/result-<round>-<writer>.json. The process exits 1 if any write failed.
+(steps.register.publish) or what `promote` does (steps.promote.move_champion), recording the
+outcome, or the traceback of what failed, in <folder>/result-<round>-<writer>.json. The process
+exits 1 if any write failed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from steps import register, registry
+from steps import promote, register, registry
 from steps.contracts import CHAMPION
 
 POLL_SECONDS = 0.005
@@ -39,16 +40,22 @@ def write(folder: Path, number: int, round_: dict[str, Any], writer: str, start:
     """One writer's register, at `start`; returns whether it succeeded."""
     mine = round_["writers"][writer]
     time.sleep(max(0.0, start - time.time()))
-    outcome: dict[str, Any] = {"writer": writer, "run_id": mine["run_id"], "began": time.time()}
+    outcome: dict[str, Any] = {"writer": writer, **mine, "began": time.time()}
     try:
-        published = register.publish(
-            round_["model"],
-            f"runs:/{mine['run_id']}/model",
-            mine["run_id"],
-            float(mine["rmse"]),
-            round_["data_tags"],
-        )
-        outcome |= asdict(published)
+        if round_["action"] == "promote":
+            moved = promote.move_champion(
+                round_["model"], mine["version"], mine["reason"], f"writer-{writer}", ""
+            )
+            outcome |= asdict(moved)
+        else:
+            published = register.publish(
+                round_["model"],
+                f"runs:/{mine['run_id']}/model",
+                mine["run_id"],
+                float(mine["rmse"]),
+                round_["data_tags"],
+            )
+            outcome |= asdict(published) | {"moved": published.moved}
     except BaseException as exc:
         outcome["error"] = "".join(traceback.format_exception(exc))
     outcome["ended"] = time.time()

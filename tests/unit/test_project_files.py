@@ -8,7 +8,7 @@ import pytest
 import tomllib
 import yaml
 
-from steps.contracts import MAIN, STEPS
+from steps.contracts import MAIN, PROMOTE, STEPS
 from steps.plugins import is_mlflow_run_command
 from steps.reuse import mlproject_types
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())
 
 
-@pytest.mark.parametrize("entry_point", [*STEPS, MAIN])
+@pytest.mark.parametrize("entry_point", [*STEPS, MAIN, PROMOTE])
 def test_every_mlproject_parameter_is_an_option_of_its_module(entry_point):
     spec = MLPROJECT["entry_points"][entry_point]
     assert spec["command"].startswith(f"python -m steps.{entry_point} ")
@@ -27,7 +27,7 @@ def test_every_mlproject_parameter_is_an_option_of_its_module(entry_point):
         assert f"--{name.replace('_', '-')} {{{name}}}" in spec["command"]
 
 
-@pytest.mark.parametrize("entry_point", [*STEPS, MAIN])
+@pytest.mark.parametrize("entry_point", [*STEPS, MAIN, PROMOTE])
 def test_help_matches_mlproject(entry_point):
     """`python -m steps.<step> --help` shows every MLproject parameter, with MLproject's default,
     and (for the steps) the module docstring that --help prints names each of them."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from steps.contracts import MAIN, STEPS
+from steps.contracts import MAIN, PROMOTE, STEPS
 from steps.reuse import code_fingerprint, imported_modules, module_closure
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +61,7 @@ def test_steps_has_no_import_cycle():
         ("config", {"contracts", "errors"}),
         ("server", {"errors"}),
         ("features", {"contracts", "errors"}),
+        ("history", {"contracts"}),
     ],
 )
 def test_leaves_import_only_what_is_below_them(module, allowed):
@@ -86,7 +87,7 @@ def test_only_the_edge_modules_import_mlflow():
 ARTIFACT_SUFFIXES = (".parquet", ".pkl", ".json", ".png", ".csv", ".npz", ".ubj")
 
 
-@pytest.mark.parametrize("entry_point", [*STEPS, MAIN])
+@pytest.mark.parametrize("entry_point", [*STEPS, MAIN, PROMOTE])
 def test_steps_take_artifact_paths_from_contracts(entry_point):
     tree = ast.parse((STEPS_DIR / f"{entry_point}.py").read_text())
     literals = [
@@ -132,7 +133,7 @@ def test_editing_the_plugins_changes_no_step(project):
     assert changed_by(project, "plugins") == set()
 
 
-@pytest.mark.parametrize("step", [*STEPS, MAIN])
+@pytest.mark.parametrize("step", [*STEPS, MAIN, PROMOTE])
 def test_a_fingerprint_covers_the_modules_its_step_imports(step):
     covered = {p.stem for p in module_closure(STEPS_DIR, step)}
     assert step in covered and "contracts" in covered
