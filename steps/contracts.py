@@ -22,7 +22,9 @@ MAIN: Final = "main"
 STEPS: Final = (INGEST, FEATURIZE, HPO, TRAIN_BEST, REGISTER)
 # What a user runs on their own after training (not chained into main): monthly batch scoring.
 PREDICT: Final = "predict"
-STANDALONE: Final = (PREDICT,)
+# Not chained into main either: moves `champion` by hand (a rollback).
+PROMOTE: Final = "promote"
+STANDALONE: Final = (PREDICT, PROMOTE)
 # Lineage: each step after ingest reads one upstream run, given as this parameter (runs:/<id>).
 UPSTREAM: Final[dict[str, tuple[str, str]]] = {
     FEATURIZE: ("ingest_run", INGEST),
@@ -40,6 +42,12 @@ MODEL_NAME: Final = "nyc-taxi-duration"
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
 DEFAULT_MODEL_URI: Final = f"models:/{MODEL_NAME}@{CHAMPION}"
+
+# The champion's history (steps/history.py): one registered-model tag per move of `champion`,
+# and on each version when it last became champion and when it stopped being one.
+CHAMPION_HISTORY_PREFIX: Final = "champion_history."
+CHAMPION_SINCE_TAG: Final = "champion_since"
+CHAMPION_UNTIL_TAG: Final = "champion_until"
 
 # --- the MLflow UI ---------------------------------------------------------------------------
 UI_URL: Final = "http://127.0.0.1:5000"  # where `mlflow ui` (make ui) listens by default
@@ -131,6 +139,7 @@ TEST_PREDICTIONS_PLOT: Final = f"{PLOTS_DIR}/test_predictions.png"  # train_best
 TEST_ERRORS_PLOT: Final = f"{PLOTS_DIR}/test_errors.png"
 FEATURE_IMPORTANCE_PLOT: Final = f"{PLOTS_DIR}/feature_importance.png"
 REGISTRATION_FILE: Final = "registration.json"  # register
+PROMOTION_FILE: Final = "promotion.json"  # promote
 SUMMARY_FILE: Final = "summary.json"  # main
 PREDICTIONS_DIR: Final = "predictions"  # predict: predictions/{taxi}_{month}.parquet
 MONITORING_DIR: Final = "monitoring"  # predict: the month-by-month table and chart

@@ -105,7 +105,7 @@ def resolve_version(
     ref: ModelRef,
     aliases: Mapping[str, str] | None,
     version_exists: Callable[[str], bool],
-    versions: Callable[[], list[int]],
+    versions: Callable[[], list[str]],
     name: str,
 ) -> str:
     """The version number `ref` names, or a one-line refusal: no such model, alias or version.
@@ -128,7 +128,7 @@ def resolve_version(
         return str(aliases[ref.alias])
     assert ref.version is not None
     if not version_exists(ref.version):
-        known = ", ".join(str(v) for v in versions()) or "none"
+        known = ", ".join(versions()) or "none"
         raise PipelineError(
             f"{name} {ref}: model {ref.name!r} has no version {ref.version} (its versions: "
             f"{known}); use one of those or an alias such as @champion"
@@ -145,7 +145,7 @@ def resolve(ref: ModelRef, role: str, param: str) -> ModelUsed:
     version = resolve_version(
         ref,
         None if found is None else dict(found.aliases),
-        lambda number: registry.find_version(ref.name, number) is not None,
+        lambda number: registry.live_version(ref.name, number) is not None,
         lambda: registry.version_numbers(ref.name),
         param,
     )
@@ -154,7 +154,7 @@ def resolve(ref: ModelRef, role: str, param: str) -> ModelUsed:
 
 def training_filter(used: ModelUsed) -> tuple[float, float]:
     """min_duration and max_duration of the featurize run the version was trained from."""
-    found = registry.find_version(used.name, used.version)
+    found = registry.live_version(used.name, used.version)
     assert found is not None  # resolved a moment ago
     try:
         trained = runs.upstream_run(f"runs:/{found.run_id}", TRAIN_BEST)

@@ -4,13 +4,13 @@ Input: train_run (runs:/<id> of a train_best run). Parameter: model_name.
 The new version is tagged with its metrics, data months, encoding and source run, and always
 gets alias `challenger`. `champion` moves to it when its test RMSE beats the champion's on the
 same test month (re-scoring the champion on this test month when it was tested on another),
-or when there is no champion. Never uses stages.
+or when there is no champion. Never uses stages. Every move of `champion` is appended to the
+champion's history in the registry (see promote).
 Artifact: registration.json (what was registered and why the champion moved or stayed).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import click
@@ -32,9 +32,10 @@ from steps.contracts import (
     TARGET,
     trips_split_path,
 )
+from steps.errors import PipelineError
 
-SETTLE_ROUNDS = 5
-SETTLE_SECONDS = 0.5
+# How many times the champion may move under a register's feet before it gives up.
+SETTLE_ROUNDS = 10
 
 
 @dataclass(frozen=True)
@@ -96,31 +97,102 @@ def incumbent_score(
     return Incumbent(str(champion.version), rmse, f"re-scored on {data_tags.get('test_month')}")
 
 
+@dataclass(frozen=True)
+class Mover:
+    """Who moves `champion` from this register: the user and the register run (for the
+    champion's history; the run is empty when publish is called outside a run)."""
+
+    by: str
+    run_id: str = ""
+
+    @property
+    def holder(self) -> str:
+        return f"{REGISTER} run {self.run_id}" if self.run_id else f"{REGISTER} by {self.by}"
+
+
 def settle_champion(
     model_name: str,
     number: str,
     test_rmse: float,
     data_tags: dict[str, str],
     test_trips: pd.DataFrame,
+    mover: Mover,
 ) -> tuple[Decision, Incumbent | None]:
-    """Move `champion` to version `number` if it beats the champion, safely against a second
-    register running at the same moment.
+    """Move `champion` to version `number` if it beats the champion, safely against other
+    registers (and promotes) at the same moment.
 
-    The registry has no compare-and-set, so after moving the alias this waits a moment and
-    reads it back; if another run moved it meanwhile, the two versions are compared again. Both
-    runs converge on the better version whatever the interleaving.
+    The comparison can take seconds (re-scoring the champion on this test month), so it is made
+    first; the move itself is made under the champion lock (registry.champion_lock), and only
+    if the champion is still the one compared with. If it moved meanwhile, the new champion is
+    compared in turn. Moves are thus one after the other, each replacing the champion it beat,
+    so whatever the interleaving the best version stands. The move is appended to the
+    champion's history.
     """
     for _ in range(SETTLE_ROUNDS):
         incumbent = incumbent_score(model_name, data_tags, test_trips)
         decision = decide_champion(test_rmse, incumbent, number)
         if not decision.promote or (incumbent is not None and incumbent.version == number):
             return decision, incumbent
-        registry.set_alias(model_name, CHAMPION, number)
-        time.sleep(SETTLE_SECONDS)
-        current = registry.aliased_version(model_name, CHAMPION)
-        if current is not None and str(current.version) == number:
-            return decision, incumbent
-    return decision, incumbent
+        compared = incumbent.version if incumbent else None
+        with registry.champion_lock(model_name, mover.holder):
+            if registry.alias_target(model_name, CHAMPION) == compared:
+                registry.move_champion(
+                    model_name, number, compared, mover.by, REGISTER, mover.run_id, decision.reason
+                )
+                return decision, incumbent
+    raise PipelineError(
+        f"could not settle alias {CHAMPION!r} of model {model_name!r} for version {number}: "
+        f"other registers kept moving it ({SETTLE_ROUNDS} rounds); run register again"
+    )
+
+
+@dataclass(frozen=True)
+class Published:
+    """What `publish` left in the registry: the version, whether it is new, the decision."""
+
+    version: str
+    created: bool
+    decision: Decision
+    incumbent: Incumbent | None
+
+    @property
+    def moved(self) -> bool:
+        """Whether this call moved `champion` (not when it already was the champion)."""
+        return self.decision.promote and incumbent_version(self.incumbent) != self.version
+
+
+def publish(
+    model_name: str,
+    model_uri: str,
+    run_id: str,
+    test_rmse: float,
+    data_tags: dict[str, str],
+    version_tags: dict[str, str] | None = None,
+    description: str = "",
+    test_trips: pd.DataFrame | None = None,
+    mover: Mover | None = None,
+) -> Published:
+    """Register the model of `run_id` (once), alias it `challenger`, and settle `champion`.
+
+    Everything register does to the registry, in one call (the concurrency tests call it from
+    many processes at once).
+    """
+    # settle_champion compares against the champion's test_rmse tag
+    tags = {**data_tags, "test_rmse": f"{test_rmse:.6f}", **(version_tags or {})}
+    number, created = registry.get_or_create_version(
+        model_name, model_uri, run_id, tags, description
+    )
+    trips = test_trips if test_trips is not None else pd.DataFrame()
+    try:
+        registry.set_alias(model_name, CHALLENGER, number)
+        decision, incumbent = settle_champion(
+            model_name, number, test_rmse, data_tags, trips, mover or Mover(runs.user())
+        )
+    except BaseException:
+        if created:  # never leave a version without its aliases
+            registry.withdraw_version(model_name, number)
+        raise
+    return Published(number, created, decision, incumbent)
 
 
 def incumbent_version(incumbent: Incumbent | None) -> str:
@@ -149,25 +221,23 @@ def main(train_run: str, model_name: str) -> None:
             "val_rmse": f"{trained.data.metrics['val_rmse']:.6f}",
             "source_run": trained.info.run_id,
         }
-        number, created = registry.get_or_create_version(
+        description = (
+            f"XGBoost trip duration; test RMSE {test_rmse:.3f} min on "
+            f"{data_tags.get('taxi')} {data_tags.get('test_month')}"
+        )
+        published = publish(
             model_name,
             trained.data.tags[MODEL_URI_TAG],
             trained.info.run_id,
+            test_rmse,
+            data_tags,
             version_tags,
-            description=(
-                f"XGBoost trip duration; test RMSE {test_rmse:.3f} min on "
-                f"{data_tags.get('taxi')} {data_tags.get('test_month')}"
-            ),
+            description,
+            test_trips,
+            Mover(runs.user(), run.info.run_id),
         )
-        try:
-            registry.set_alias(model_name, CHALLENGER, number)
-            decision, incumbent = settle_champion(
-                model_name, number, test_rmse, data_tags, test_trips
-            )
-        except BaseException:
-            if created:  # never leave a version without its aliases
-                registry.delete_version(model_name, number)
-            raise
+        number, created = published.version, published.created
+        decision, incumbent = published.decision, published.incumbent
         aliases = [CHALLENGER] + ([CHAMPION] if decision.promote else [])
         record = {
             "model_name": model_name,

@@ -8,6 +8,7 @@ registry) and model.py (the pyfunc model); plugins.py holds the `mlflow run` plu
 from __future__ import annotations
 
 import functools
+import getpass
 import os
 import socket
 import tempfile
@@ -95,6 +96,12 @@ def active_run() -> Run:
     if run is None:
         raise RuntimeError("no active MLflow run; call this inside step_run()")
     return client().get_run(run.info.run_id)
+
+
+def user() -> str:
+    """Who runs this step: the tracking-server login (MLFLOW_TRACKING_USERNAME) if there is one,
+    else the OS user (what MLflow records as a run's user)."""
+    return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
 
 
 def log_params(params: Mapping[str, Any]) -> None:

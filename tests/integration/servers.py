@@ -302,7 +302,13 @@ class MlflowServer:
     """
 
     def __init__(
-        self, mode: str, postgres: Postgres, s3: S3, workdir: Path, name: str | None = None
+        self,
+        mode: str,
+        postgres: Postgres,
+        s3: S3,
+        workdir: Path,
+        name: str | None = None,
+        workers: int = 1,
     ) -> None:
         self.mode = mode
         self.s3 = s3
@@ -325,7 +331,7 @@ class MlflowServer:
             "MLFLOW_ALLOWED_HOSTS": f"{HOST}:{self.port}",
         }
         addresses = {"postgres:5432": f"{HOST}:{postgres.port}", "minio:9000": f"{HOST}:{s3.port}"}
-        flags = {"--host": HOST, "--port": str(self.port), "--workers": "1"}
+        flags = {"--host": HOST, "--port": str(self.port), "--workers": str(workers)}
         argv, server_env = server_command(values, addresses, flags)
         self.compose_argv = list(argv)
         self.artifact_root = argv[argv.index("--artifacts-destination") + 1]

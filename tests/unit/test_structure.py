@@ -61,6 +61,7 @@ def test_steps_has_no_import_cycle():
         ("config", {"contracts", "errors"}),
         ("server", {"errors"}),
         ("features", {"contracts", "errors"}),
+        ("history", {"contracts"}),
     ],
 )
 def test_leaves_import_only_what_is_below_them(module, allowed):
