@@ -130,7 +130,9 @@ def test_resolve_version_refuses_an_unknown_model_alias_or_version():
     with pytest.raises(PipelineError, match=r"no alias 'best' \(its aliases: @champion \(v3\)\)"):
         resolve_version(parse_model_uri("models:/m@best"), {"champion": "3"}, never, never, "p")
     with pytest.raises(PipelineError, match=r"no version 9 \(its versions: 1, 2, 3\)"):
-        resolve_version(parse_model_uri("models:/m/9"), {}, lambda v: False, lambda: ["1", "2", "3"], "p")
+        resolve_version(
+            parse_model_uri("models:/m/9"), {}, lambda v: False, lambda: ["1", "2", "3"], "p"
+        )
 
 
 # --- the predictions frame ---------------------------------------------------------------------
