@@ -112,8 +112,8 @@ def input_digest(call: StepCall, upstream: Run | None) -> str | None:
     what the upstream run wrote. None when it cannot be told (then nothing is reused)."""
     if upstream is None:
         p = call.params
-        months = [p["train_month"], p["val_month"], p["test_month"]]
-        return source_fingerprint(p["source"], p["taxi"], months)
+        train, val, test = parse_months(p["train_month"], p["val_month"], p["test_month"])
+        return source_fingerprint(p["source"], p["taxi"], [str(m) for m in (*train, val, test)])
     digest = runs.output_digest(upstream)
     return None if digest == "unknown" else digest
 
@@ -194,7 +194,12 @@ def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str) -> str:
 
 @click.command(help=__doc__)
 @click.option("--taxi", default="green", show_default=True)
-@click.option("--train-month", default=DEFAULT_MONTHS["train"], show_default=True)
+@click.option(
+    "--train-month",
+    default=DEFAULT_MONTHS["train"],
+    show_default=True,
+    help="One month, or a window: 2023-01..2023-03 or 2023-01,2023-02.",
+)
 @click.option("--val-month", default=DEFAULT_MONTHS["val"], show_default=True)
 @click.option("--test-month", default=DEFAULT_MONTHS["test"], show_default=True)
 @click.option("--source", default=TLC_URL, show_default=True)
