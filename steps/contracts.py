@@ -84,6 +84,7 @@ OUTPUT_DIGEST_TAG: Final = "pipeline.output_digest"
 CHAMPION_AFTER_TAG: Final = "pipeline.champion_after"  # register: champion version it left
 HOST_TAG: Final = "pipeline.host"  # every step run: where its process runs...
 PID_TAG: Final = "pipeline.pid"  # ...and which process, so a later main can tell it died
+PEAK_RSS_METRIC: Final = "peak_rss_mib"  # every step run: its process's peak memory
 # Describe the data a run was built from; carried from ingest down to the registered version.
 DATA_TAGS: Final = ("taxi", "train_month", "val_month", "test_month")
 
