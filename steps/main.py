@@ -24,6 +24,7 @@ from steps.config import (
     check_encoding,
     check_model_name,
     check_positive,
+    check_sample_rows,
     check_taxi,
     check_tolerance,
     parse_months,
@@ -32,6 +33,7 @@ from steps.contracts import (
     CHAMPION,
     CHAMPION_AFTER_TAG,
     DEFAULT_CACHE_DIR,
+    DEFAULT_HPO_SAMPLE_ROWS,
     DEFAULT_MONTHS,
     FEATURIZE,
     HPO,
@@ -78,6 +80,7 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
         check_positive(params[name], name)
     check_backend(params["backend"])
     check_positive(params["parallelism"], "parallelism")
+    check_sample_rows(params["hpo_sample_rows"])
     check_tolerance(params["rmse_tolerance"])
     check_model_name(params["model_name"])
 
@@ -93,6 +96,7 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
         "backend",
         "parallelism",
         "spark_master",
+        "hpo_sample_rows",
     )
     steps = {
         INGEST: data,
@@ -159,6 +163,9 @@ def summarize(step_runs: dict[str, Run], reused: list[str]) -> dict[str, Any]:
         "best_val_rmse": hpo.data.metrics["best_rmse"],
         "n_trials": int(hpo.data.metrics["n_trials"]),
         "val_rmse": trained.data.metrics["val_rmse"],
+        # Rows the search ran on and the refit used (a big month is searched on a sample).
+        "search_train_rows": int(float(hpo.data.params.get("search_train_rows", 0))),
+        "train_rows": int(trained.data.metrics.get("train_rows", 0)),
         "test_rmse": trained.data.metrics["test_rmse"],
         "model_name": registered.data.tags["model_name"],
         "model_version": registered.data.tags["model_version"],
@@ -173,6 +180,11 @@ def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str) -> str:
     name, version = summary["model_name"], summary["model_version"]
     alias = "champion" if summary["promoted"] else "challenger (champion stays)"
     reused = ", ".join(summary["reused_steps"]) or "none"
+    search = f"{summary['n_trials']} trials"
+    refit = []
+    if 0 < summary["search_train_rows"] < summary["train_rows"]:
+        search += f" on {summary['search_train_rows']:,} of {summary['train_rows']:,} rows"
+        refit = [f"  refit on every row    validation RMSE {summary['val_rmse']:.4f}"]
     ui = (
         f"mlflow ui --backend-store-uri {tracking_uri}"
         if tracking_uri.startswith("sqlite:")
@@ -181,8 +193,8 @@ def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str) -> str:
     return "\n".join(
         [
             f"pipeline finished: main run {main_run_id}",
-            f"  best validation RMSE  {summary['best_val_rmse']:.4f} "
-            f"({summary['n_trials']} trials)",
+            f"  best validation RMSE  {summary['best_val_rmse']:.4f} ({search})",
+            *refit,
             f"  test RMSE             {summary['test_rmse']:.4f}",
             f"  registered            {name} version {version}, alias {alias}",
             f"  reused finished runs  {reused}",
@@ -214,6 +226,7 @@ def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str) -> str:
 @click.option("--backend", default="local", show_default=True)
 @click.option("--parallelism", type=int, default=2, show_default=True)
 @click.option("--spark-master", default="local[*]", show_default=True)
+@click.option("--hpo-sample-rows", type=int, default=DEFAULT_HPO_SAMPLE_ROWS, show_default=True)
 @click.option("--rmse-tolerance", type=float, default=0.0, show_default=True)
 @click.option("--model-name", default=MODEL_NAME, show_default=True)
 @click.option(

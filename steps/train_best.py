@@ -1,10 +1,13 @@
-"""train_best: retrain the chosen HPO trial with autologging and log the servable model.
+"""train_best: refit the chosen HPO trial on every row, with autologging; log the servable model.
 
 Input: hpo_run (runs:/<id> of an hpo run). Parameter: rmse_tolerance (minutes; 0 = the best
 trial, > 0 = the cheapest trial, fewest trees x depth, whose RMSE is within that of the best).
+hpo may have searched on a sample of the rows (hpo_sample_rows); the refit trains on all rows of
+the training month(s) with early stopping on the whole validation month.
 Artifacts: the pyfunc model `model` (raw records in, minutes out; signature and input example),
 preprocessor/preprocessor.pkl, plots/*.png, autolog's per-iteration metrics and importances.
-Metrics: val_rmse, test_rmse, training_seconds, n_trees. Tag model_uri (models:/m-...).
+Metrics: val_rmse, test_rmse, training_seconds, n_trees, train_rows and val_rows (the rows the
+refit used). Tag model_uri (models:/m-...).
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
         preprocessor_path = runs.download(fid, PREPROCESSOR_PATH)
 
         budget = hpo.data.params
-        dtrain, dval = boosting.dmatrices(matrices["train"], matrices["val"])
+        rows = {"train_rows": matrices["train"].rows, "val_rows": matrices["val"].rows}
+        dtrain, dval = boosting.dmatrices(matrices.pop("train"), matrices.pop("val"))
         runs.autolog_xgboost()
         fit = boosting.fit(
             chosen.params,
@@ -140,6 +144,7 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
                 "training_seconds": fit.seconds,
                 "n_trees": fit.n_trees,
                 "selected_trial_rmse": chosen.rmse,
+                **rows,
             }
         )
         runs.set_tags(
