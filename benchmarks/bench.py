@@ -8,9 +8,12 @@ for real, in one process tree on this machine, in a temporary directory; nothing
    trials, time to reach the course flow's best RMSE;
 3. the default `main` (50 trials): wall time, each step's own time, orchestration overhead,
    best validation and test RMSE; then the same command again (everything reused);
-4. scale: a yellow-month-sized training month (real green months stacked and repeated, so
-   ~3 million real rows; the output says so) through ingest, featurize and a short hpo, each
-   step a separate process measured for rows per second and peak RSS, at two sizes.
+4. big months: yellow-layout months built from the real green months (renamed to tpep_, with
+   yellow's extra columns; --scale-rows rows each, 3.3 million by default: a yellow month), one
+   month and a --window-months window of them (about 10 million rows), each through the default
+   `main` (50 trials, searching on a sample) and, for comparison, `main` with sampling off and
+   a small budget (--compare-evals): per step run time, peak RSS and the time of the step's own
+   work, validation and test RMSE, the machine's load while it ran.
 
 Prints a table and writes it all as JSON (--out).
 """
@@ -29,11 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
-from steps.contracts import DISTANCE, DO, DROPOFF, PICKUP, PU, STEP_TAG, STEPS
-from steps.tlc import read_trips
+from steps.contracts import STEP_TAG, STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -177,99 +182,178 @@ def pipeline(
     }
 
 
-def relabel(trips: pd.DataFrame, month: str) -> pd.DataFrame:
-    """The trips moved into `month` (same day of month, time of day and duration), written
-    under TLC's green column names, so ingest accepts the file as that month."""
-    pickup, dropoff = trips[PICKUP], trips[DROPOFF]
-    start = pd.Timestamp(f"{month}-01")
-    day = pd.to_timedelta(pickup.dt.day.clip(upper=28) - 1, unit="D")
-    moved = start + day + (pickup - pickup.dt.normalize())
-    return pd.DataFrame(
-        {
-            "lpep_pickup_datetime": moved,
-            "lpep_dropoff_datetime": moved + (dropoff - pickup),
-            PU: trips[PU],
-            DO: trips[DO],
-            DISTANCE: trips[DISTANCE],
-        }
-    )
+# --- big months ------------------------------------------------------------------------------
+
+# A yellow trip-record file's columns and types (TLC, 2023 on); green months map onto them.
+YELLOW_SCHEMA = pa.schema(
+    [
+        ("VendorID", pa.int32()),
+        ("tpep_pickup_datetime", pa.timestamp("us")),
+        ("tpep_dropoff_datetime", pa.timestamp("us")),
+        ("passenger_count", pa.int64()),
+        ("trip_distance", pa.float64()),
+        ("RatecodeID", pa.int64()),
+        ("store_and_fwd_flag", pa.large_string()),
+        ("PULocationID", pa.int32()),
+        ("DOLocationID", pa.int32()),
+        ("payment_type", pa.int64()),
+        *(
+            (name, pa.float64())
+            for name in (
+                "fare_amount",
+                "extra",
+                "mta_tax",
+                "tip_amount",
+                "tolls_amount",
+                "improvement_surcharge",
+                "total_amount",
+                "congestion_surcharge",
+                "airport_fee",
+            )
+        ),
+    ]
+)
+# Validation and test months are built from these real months, training months from the others,
+# so no trip is both trained on and scored.
+VAL_SOURCE, TEST_SOURCE = "2024-01", "2024-03"
+BIG_MONTHS = ("2030-01", "2030-02", "2030-03", "2030-04", "2030-05")  # window..., val, test
 
 
-def scale_month(data: Path, folder: Path, repeats: int) -> int:
-    """Stack every real green month in `data`, `repeats` times, into one training month, with
-    the real 2021-02 and 2021-03 as validation and test months."""
-    frames = [read_trips(p) for p in sorted(data.glob("green_tripdata_*.parquet"))]
-    stacked = pd.concat(frames * repeats, ignore_index=True)
+def as_yellow(path: Path) -> pa.Table:
+    """A real green month with yellow's layout: tpep_ names, yellow's columns and types."""
+    table = pq.read_table(path)
+    table = table.rename_columns([n.replace("lpep_", "tpep_") for n in table.column_names])
+    table = table.append_column("airport_fee", pa.array(np.zeros(table.num_rows)))
+    return table.select(YELLOW_SCHEMA.names).cast(YELLOW_SCHEMA, safe=False)
+
+
+def yellow_month(pool: pa.Table, month: str, rows: int, seed: int) -> pa.Table:
+    """`rows` trips of `pool` (each repeated as often as needed, shuffled) moved into `month`:
+    same day of month (up to the 28th), time of day and duration."""
+    pickup = pool["tpep_pickup_datetime"].to_pandas()
+    dropoff = pool["tpep_dropoff_datetime"].to_pandas()
+    offset = pd.to_timedelta(pickup.dt.day.clip(upper=28) - 1, unit="D")
+    offset += pickup - pickup.dt.normalize()
+    picked = np.random.default_rng(seed).permutation(np.resize(np.arange(pool.num_rows), rows))
+    moved = (pd.Timestamp(f"{month}-01") + offset.iloc[picked]).to_numpy("datetime64[us]")
+    trip = (dropoff - pickup).iloc[picked].to_numpy("timedelta64[us]")
+    table = pool.take(pa.array(picked))
+    for column, values in (
+        ("tpep_pickup_datetime", moved),
+        ("tpep_dropoff_datetime", moved + trip),
+    ):
+        index = YELLOW_SCHEMA.get_field_index(column)
+        table = table.set_column(index, YELLOW_SCHEMA.field(column), pa.array(values))
+    return table
+
+
+def build_big_months(data: Path, folder: Path, rows: int) -> dict[str, Any]:
+    """Write BIG_MONTHS as yellow files of `rows` trips each; training months come from every
+    real green month except the two the validation and test months come from."""
     folder.mkdir(parents=True, exist_ok=True)
-    months = {"2030-01": stacked}
-    for month, real in (("2030-02", "2021-02"), ("2030-03", "2021-03")):
-        months[month] = read_trips(data / f"green_tripdata_{real}.parquet")
-    for month, trips in months.items():
-        path = folder / f"green_tripdata_{month}.parquet"
-        relabel(trips, month).to_parquet(path, index=False)
-    return len(stacked)
-
-
-def measured_step(module: str, args: list[str], cwd: Path, env: dict[str, str]) -> dict:
-    """Run `python -m steps.<module>` under GNU time; wall, peak RSS and the run URI it printed."""
-    command = ["/usr/bin/time", "-f", "PEAK_RSS_KB=%M", sys.executable, "-m", f"steps.{module}"]
-    started = time.perf_counter()
-    result = subprocess.run([*command, *args], cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"scale step {module} failed:\n{result.stderr[-3000:]}")
-    peak = int(re.search(r"PEAK_RSS_KB=(\d+)", result.stderr).group(1))
-    uri = next(line.split()[1] for line in result.stdout.splitlines() if "runs:/" in line)
-    return {"wall_seconds": round(wall, 1), "peak_rss_mib": round(peak / 1024), "uri": uri}
-
-
-def scale(data: Path, work: Path, env: dict[str, str], repeats: int, evals: int) -> dict:
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    folder = work / f"scale-{repeats}"
-    train_rows = scale_month(data, folder, repeats)
-    months = ["--train-month", "2030-01", "--val-month", "2030-02", "--test-month", "2030-03"]
-    ingest = measured_step("ingest", ["--source", str(folder), *months], work, env)
-    featurize = measured_step("featurize", ["--ingest-run", ingest["uri"]], work, env)
-    hpo = measured_step(
-        "hpo",
-        ["--features-run", featurize["uri"], "--max-evals", str(evals), "--num-boost-round", "200"],
-        work,
-        env,
+    sources = sorted(data.glob("green_tripdata_*.parquet"))
+    held_out = {VAL_SOURCE, TEST_SOURCE}
+    if not {p.stem.rsplit("_", 1)[1] for p in sources} > held_out:
+        sys.exit(f"big months need green months {VAL_SOURCE}, {TEST_SOURCE} and others in {data}")
+    train_pool = pa.concat_tables(
+        [as_yellow(p) for p in sources if p.stem.rsplit("_", 1)[1] not in held_out]
     )
-    metrics = {
-        name: client.get_run(step["uri"].removeprefix("runs:/")).data.metrics
-        for name, step in (("ingest", ingest), ("featurize", featurize), ("hpo", hpo))
-    }
-    rows_in = sum(metrics["ingest"][f"{s}_rows"] for s in ("train", "val", "test"))
-    train_kept = metrics["featurize"]["train_rows_kept"]
+    pools = [train_pool] * 3 + [
+        as_yellow(data / f"green_tripdata_{m}.parquet") for m in (VAL_SOURCE, TEST_SOURCE)
+    ]
+    for seed, (month, pool) in enumerate(zip(BIG_MONTHS, pools, strict=True)):
+        table = yellow_month(pool, month, rows, seed)
+        pq.write_table(table, folder / f"yellow_tripdata_{month}.parquet")
     return {
-        "train_rows": train_rows,
-        "note": f"train month = every real green month in {data.name} stacked x{repeats}",
-        "ingest": {
-            **{k: v for k, v in ingest.items() if k != "uri"},
-            "rows_per_second": round(metrics["ingest"]["rows_per_second"]),
-        },
-        "featurize": {
-            **{k: v for k, v in featurize.items() if k != "uri"},
-            "rows_per_second": round(metrics["featurize"]["rows_per_second"]),
-            "core_seconds": round(metrics["featurize"]["featurize_seconds"], 2),
-        },
-        "hpo": {
-            **{k: v for k, v in hpo.items() if k != "uri"},
-            "trials": evals,
-            "seconds_per_trial": round(metrics["hpo"]["seconds_per_trial"], 1),
-            "train_rows_per_second": round(train_kept / metrics["hpo"]["seconds_per_trial"]),
-            "best_val_rmse": round(metrics["hpo"]["best_rmse"], 4),
-        },
-        "rows_in": int(rows_in),
+        "rows_per_month": rows,
+        "unique_training_trips": train_pool.num_rows,
+        "note": f"training months: the {train_pool.num_rows:,} trips of the real green months "
+        f"other than {VAL_SOURCE}/{TEST_SOURCE}, repeated and shuffled; validation and test "
+        f"months: {VAL_SOURCE} and {TEST_SOURCE} repeated",
     }
+
+
+def big_main(
+    folder: Path, train_month: str, extra: dict[str, Any], work: Path, env: dict[str, str]
+) -> dict[str, Any]:
+    """One `mlflow run -e main` on the big months; its wall time and each step's figures."""
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    months = {"train_month": train_month, "val_month": BIG_MONTHS[3], "test_month": BIG_MONTHS[4]}
+    load_before = os.getloadavg()[0]
+    params = {"taxi": "yellow", "source": folder, **months, **extra}
+    wall = mlflow_run("main", params, work, env)
+    load_after = os.getloadavg()[0]
+    exp = client.get_experiment_by_name("bench")
+    main = client.search_runs(
+        [exp.experiment_id], "tags.`pipeline.step` = 'main'", order_by=["start_time DESC"]
+    )[0]
+    steps = {s: client.get_run(main.data.tags[f"step.{s}.run_id"]) for s in STEPS}
+    reused = set(main.data.tags.get("reused", "").split(","))
+    figures: dict[str, Any] = {}
+    for step, run in steps.items():
+        metrics = run.data.metrics
+        core = next((metrics[k] for k in CORE_SECONDS.get(step, ()) if k in metrics), None)
+        figures[step] = {
+            "seconds": round(duration(run), 1),
+            "core_seconds": None if core is None else round(core, 1),
+            "peak_rss_mib": round(metrics.get("peak_rss_mib", 0)),
+            "reused": step in reused,
+        }
+    hpo, trained = steps["hpo"], steps["train_best"]
+    return {
+        "train_month": train_month,
+        "params": {k: str(v) for k, v in extra.items()},
+        "wall_seconds": round(wall, 1),
+        "load_average": [round(load_before, 1), round(load_after, 1)],
+        "train_rows": int(trained.data.metrics["train_rows"]),
+        "search_train_rows": int(hpo.data.params["search_train_rows"]),
+        "n_trials": int(hpo.data.metrics["n_trials"]),
+        "seconds_per_trial": round(hpo.data.metrics["seconds_per_trial"], 2),
+        "refit_trees": int(trained.data.metrics["n_trees"]),
+        "best_sample_val_rmse": round(hpo.data.metrics["best_rmse"], 4),
+        "val_rmse": round(trained.data.metrics["val_rmse"], 4),
+        "test_rmse": round(trained.data.metrics["test_rmse"], 4),
+        "steps": figures,
+    }
+
+
+# What bounds each step: the step's own timing metric (the rest is starting Python, MLflow
+# bookkeeping and artifact I/O).
+CORE_SECONDS = {
+    "ingest": ("load_seconds",),
+    "featurize": ("featurize_seconds",),
+    "hpo": ("tuning_seconds",),
+    "train_best": ("training_seconds",),
+}
+
+
+def big_months(data: Path, work: Path, env: dict[str, str], args: argparse.Namespace) -> dict:
+    """The default main and a full-data search with a small budget, on one big month and on a
+    window of them."""
+    folder = work / "big-months"
+    result: dict[str, Any] = build_big_months(data, folder, args.scale_rows)
+    window = f"{BIG_MONTHS[0]}..{BIG_MONTHS[2]}"
+    default = {"max_evals": args.scale_evals}
+    full = {"hpo_sample_rows": 0, "max_evals": args.compare_evals}
+    plan = [("month", BIG_MONTHS[2], default), ("month, full search", BIG_MONTHS[2], full)]
+    if not args.skip_window:
+        plan.append(("window", window, default))
+        if args.compare_window:
+            plan.append(("window, full search", window, full))
+    result["runs"] = {}
+    for name, train_month, extra in plan:
+        print(f"big months: {name} ...", file=sys.stderr, flush=True)
+        result["runs"][name] = big_main(folder, train_month, extra, work, env)
+        print(json.dumps({name: result["runs"][name]}), file=sys.stderr, flush=True)
+    return result
 
 
 def table(result: dict[str, Any]) -> str:
     lines = [f"machine: {result['machine']}", ""]
     if "course" in result:
         lines += pipeline_table(result)
-    lines += scale_table(result)
+    if "big_months" in result:
+        lines += big_table(result)
     return "\n".join(lines)
 
 
@@ -306,25 +390,50 @@ def pipeline_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def scale_table(result: dict[str, Any]) -> list[str]:
-    lines = []
-    for size in result["scale"]:
+def big_table(result: dict[str, Any]) -> list[str]:
+    big = result["big_months"]
+    runs = big["runs"]
+    lines = [f"big months: {big['rows_per_month']:,} trips a month ({big['note']})", ""]
+    lines.append(
+        f"{'run':<22}{'train rows':>12}{'searched':>11}{'trials':>7}{'wall s':>9}"
+        f"{'val RMSE':>10}{'test RMSE':>11}{'refit trees':>13}{'load avg':>11}"
+    )
+    for name, r in runs.items():
+        load = "-".join(f"{x:.1f}" for x in r["load_average"])
         lines.append(
-            f"scale: {size['train_rows']:,} training rows ({size['note']}); "
-            f"{size['rows_in']:,} rows in all"
+            f"{name:<22}{r['train_rows']:>12,}{r['search_train_rows']:>11,}{r['n_trials']:>7}"
+            f"{r['wall_seconds']:>9.1f}{r['val_rmse']:>10.4f}{r['test_rmse']:>11.4f}"
+            f"{r['refit_trees']:>13}{load:>11}"
         )
-        for step in ("ingest", "featurize", "hpo"):
-            row = size[step]
-            rate = row.get("rows_per_second") or row.get("train_rows_per_second")
-            extra = (
-                f", {row['trials']} trials at {row['seconds_per_trial']:.1f} s"
-                if step == "hpo"
-                else ""
-            )
+    for sampled, full in (("month", "month, full search"), ("window", "window, full search")):
+        if sampled in runs and full in runs:
+            gap = runs[sampled]["val_rmse"] / runs[full]["val_rmse"] - 1
             lines.append(
-                f"  {step:<10} {rate:>12,} rows/s  peak RSS {row['peak_rss_mib']:>5} MiB  "
-                f"process wall {row['wall_seconds']:>6.1f} s{extra}"
+                f"{sampled}: validation RMSE of the default (search on a sample, refit on every "
+                f"row) {gap:+.2%} against the full-data search with "
+                f"{runs[full]['n_trials']} trials"
             )
+    lines += ["", "per step: run time s (own work s), peak RSS MiB; 'reused' = not run again"]
+    lines.append(f"{'step':<12}" + "".join(f"{name:>26}" for name in runs))
+    for step in STEPS:
+        cells = []
+        for r in runs.values():
+            f = r["steps"][step]
+            own = "" if f["core_seconds"] is None else f" ({f['core_seconds']:.0f})"
+            cells.append(
+                "reused" if f["reused"] else f"{f['seconds']:.0f}{own} s {f['peak_rss_mib']} MiB"
+            )
+        lines.append(f"{step:<12}" + "".join(f"{c:>26}" for c in cells))
+    if "month" in runs and "window" in runs:
+        small, large = runs["month"], runs["window"]
+        extra_rows = (large["train_rows"] - small["train_rows"]) / 1e6
+        slopes = []
+        for step in STEPS:
+            a, b = small["steps"][step], large["steps"][step]
+            if not (a["reused"] or b["reused"]) and extra_rows > 0:
+                slope = (b["peak_rss_mib"] - a["peak_rss_mib"]) / extra_rows
+                slopes.append(f"{step} {slope:+.0f}")
+        lines.append("peak RSS slope, MiB per million more training rows: " + ", ".join(slopes))
     return lines
 
 
@@ -337,10 +446,21 @@ def main() -> None:
         "--onehot-rounds", type=int, default=1000, help="num_boost_round of the onehot trials"
     )
     parser.add_argument("--max-evals", type=int, default=50, help="main's HPO budget")
-    parser.add_argument("--scale-repeats", type=int, nargs="+", default=[1, 3])
-    parser.add_argument("--scale-evals", type=int, default=3)
     parser.add_argument(
         "--only-scale", action="store_true", help="skip the course flow and the pipeline runs"
+    )
+    parser.add_argument(
+        "--scale-rows", type=int, default=3_300_000, help="trips in each big month (0: skip them)"
+    )
+    parser.add_argument(
+        "--scale-evals", type=int, default=50, help="trials of main on the big months (default 50)"
+    )
+    parser.add_argument(
+        "--compare-evals", type=int, default=5, help="trials of the full-data search"
+    )
+    parser.add_argument("--skip-window", action="store_true", help="big month only, no window")
+    parser.add_argument(
+        "--compare-window", action="store_true", help="also search the window on all rows"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args()
@@ -366,11 +486,8 @@ def main() -> None:
             result["course"] = {k: v for k, v in course.items() if not k.startswith("onehot_")}
             result |= pipeline(data, work, env, course, args.max_evals)
         print(json.dumps(result), file=sys.stderr, flush=True)
-        result["scale"] = []
-        for repeats in args.scale_repeats:
-            print(f"scale x{repeats} ...", file=sys.stderr, flush=True)
-            result["scale"].append(scale(data, work, env, repeats, args.scale_evals))
-            print(json.dumps(result["scale"][-1]), file=sys.stderr, flush=True)
+        if args.scale_rows:
+            result["big_months"] = big_months(data, work, env, args)
 
     print(table(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)

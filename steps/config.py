@@ -96,20 +96,34 @@ def parse_month_spec(text: str, name: str = "months") -> list[Month]:
     return sorted(months)
 
 
-def parse_months(train: str, val: str, test: str) -> tuple[Month, Month, Month]:
-    """Parse the three split months and require train < val < test (no look-ahead)."""
-    months = (
-        parse_month(train, "train_month"),
-        parse_month(val, "val_month"),
-        parse_month(test, "test_month"),
-    )
-    tr, va, te = months
-    if not tr < va < te:
+def format_month_spec(months: list[Month]) -> str:
+    """The canonical text of a set of months: runs of consecutive months as first..last, the
+    rest listed (2021-01..2021-03,2021-06); one month is just that month (2021-01)."""
+    parts: list[str] = []
+    ordered = sorted(set(months))
+    start = ordered[0]
+    for previous, month in zip(ordered, [*ordered[1:], None], strict=True):
+        if month is not None and month == previous.next():
+            continue
+        parts.append(str(start) if start == previous else f"{start}..{previous}")
+        if month is not None:
+            start = month
+    return ",".join(parts)
+
+
+def parse_months(train: str, val: str, test: str) -> tuple[list[Month], Month, Month]:
+    """Parse the training month(s) (one month, a list or a range: a window) and the validation
+    and test months, and require every training month < val < test (no look-ahead)."""
+    window = parse_month_spec(train, "train_month")
+    va, te = parse_month(val, "val_month"), parse_month(test, "test_month")
+    last = window[-1]
+    if not last < va < te:
+        shown = format_month_spec(window)
         raise PipelineError(
-            f"months must be in order train < val < test, got train={tr} val={va} test={te}; "
-            "validate and test on months after the training month"
+            f"months must be in order train < val < test, got train={shown} val={va} "
+            f"test={te}; validate and test on months after the training month(s)"
         )
-    return months
+    return window, va, te
 
 
 def check_taxi(taxi: str) -> str:
@@ -148,6 +162,15 @@ def check_positive(value: int, name: str) -> int:
     if value < 1:
         raise PipelineError(f"{name} must be at least 1, got {value}")
     return value
+
+
+def check_sample_rows(rows: int) -> int:
+    """Require a sample size of 0 (every row) or more."""
+    if rows < 0:
+        raise PipelineError(
+            f"hpo_sample_rows must be 0 (search on every row) or a row count, got {rows}"
+        )
+    return rows
 
 
 def check_tolerance(value: float) -> float:

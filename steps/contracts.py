@@ -64,6 +64,9 @@ TLC_URL: Final = "https://d37ci6vzurychx.cloudfront.net/trip-data"
 TAXIS: Final = ("green", "yellow")
 DEFAULT_CACHE_DIR: Final = "~/.cache/nyc-taxi-duration"
 DEFAULT_MONTHS: Final = {"train": "2021-01", "val": "2021-02", "test": "2021-03"}
+# hpo searches on a seeded sample of this many rows of each split (0 = all rows); chosen by
+# measurement on a yellow-taxi-sized month (docs/big-months.md). Green months are smaller.
+DEFAULT_HPO_SAMPLE_ROWS: Final = 250_000
 
 # --- splits and MLflow dataset contexts ----------------------------------------------------
 SPLITS: Final[tuple[str, ...]] = ("train", "val", "test")
@@ -117,6 +120,7 @@ OUTPUT_DIGEST_TAG: Final = "pipeline.output_digest"
 CHAMPION_AFTER_TAG: Final = "pipeline.champion_after"  # register: champion version it left
 HOST_TAG: Final = "pipeline.host"  # every step run: where its process runs...
 PID_TAG: Final = "pipeline.pid"  # ...and which process, so a later main can tell it died
+PEAK_RSS_METRIC: Final = "peak_rss_mib"  # every step run: its process's peak memory
 # Describe the data a run was built from; carried from ingest down to the registered version.
 DATA_TAGS: Final = ("taxi", "train_month", "val_month", "test_month")
 

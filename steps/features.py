@@ -52,10 +52,14 @@ class FilterStats:
         return self.rows_in - self.rows_kept
 
 
+def duration_minutes(trips: pd.DataFrame) -> pd.Series:
+    """The target: dropoff minus pickup, in minutes."""
+    return (trips[DROPOFF] - trips[PICKUP]).dt.total_seconds() / 60.0
+
+
 def with_duration(trips: pd.DataFrame) -> pd.DataFrame:
     """Return a copy of `trips` with the target: dropoff minus pickup, in minutes."""
-    seconds = (trips[DROPOFF] - trips[PICKUP]).dt.total_seconds()
-    return trips.assign(**{TARGET: seconds / 60.0})
+    return trips.assign(**{TARGET: duration_minutes(trips)})
 
 
 def filter_trips(
@@ -66,11 +70,13 @@ def filter_trips(
     Features are not filtered: an unknown zone or an invalid distance becomes a missing value
     in the preprocessors, exactly as at prediction time, and is counted here.
     Returns the pickup time (for error breakdowns by hour), the model input columns and the
-    target, and the counts.
+    target, and the counts. Only the kept rows of those columns are copied (a yellow-taxi month
+    holds millions of rows).
     """
-    with_target = with_duration(trips)
-    keep = with_target[TARGET].between(min_duration, max_duration)
-    kept = with_target.loc[keep, [PICKUP, *MODEL_INPUT_COLUMNS, TARGET]].reset_index(drop=True)
+    minutes = duration_minutes(trips)
+    keep = minutes.between(min_duration, max_duration)
+    kept = trips.loc[keep, [PICKUP, *MODEL_INPUT_COLUMNS]].assign(**{TARGET: minutes[keep]})
+    kept = kept.reset_index(drop=True)
     unknown_zone = zone_codes(kept[PU]).isna() | zone_codes(kept[DO]).isna()
     stats = FilterStats(
         rows_in=len(trips),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -47,36 +47,23 @@ from steps.features import (
 )
 
 
-@dataclass(frozen=True)
-class Features:
-    """The fitted preprocessor and, per split, the kept trips, their matrix and filter counts."""
+def keep_trips(
+    raw: pd.DataFrame, split: str, min_duration: float, max_duration: float
+) -> tuple[pd.DataFrame, FilterStats]:
+    """Filter one split by duration; a split left with no rows is refused."""
+    kept, stats = filter_trips(raw, min_duration, max_duration)
+    if stats.rows_kept == 0:
+        raise PipelineError(
+            f"the {split} split has 0 of {stats.rows_in} rows left with duration in "
+            f"[{min_duration}, {max_duration}] minutes; widen min_duration/max_duration "
+            "or pick another month"
+        )
+    return kept, stats
 
-    preprocessor: Preprocessor
-    trips: dict[str, pd.DataFrame]
-    matrices: dict[str, FeatureMatrix]
-    stats: dict[str, FilterStats]
 
-
-def build_features(
-    raw: dict[str, pd.DataFrame], encoding: str, min_duration: float, max_duration: float
-) -> Features:
-    """Filter every split, fit the encoding on the training split, transform all three."""
-    trips, stats = {}, {}
-    for split in SPLITS:
-        kept, split_stats = filter_trips(raw[split], min_duration, max_duration)
-        if split_stats.rows_kept == 0:
-            raise PipelineError(
-                f"the {split} split has 0 of {split_stats.rows_in} rows left with duration in "
-                f"[{min_duration}, {max_duration}] minutes; widen min_duration/max_duration "
-                "or pick another month"
-            )
-        trips[split], stats[split] = kept, split_stats
-    preprocessor = make_preprocessor(encoding).fit(trips["train"])
-    matrices = {
-        split: FeatureMatrix(preprocessor.transform(frame), frame[TARGET].to_numpy())
-        for split, frame in trips.items()
-    }
-    return Features(preprocessor, trips, matrices, stats)
+def encode(trips: pd.DataFrame, preprocessor: Preprocessor) -> FeatureMatrix:
+    """The split's feature matrix and target, with an already fitted preprocessor."""
+    return FeatureMatrix(preprocessor.transform(trips), trips[TARGET].to_numpy())
 
 
 ENCODING_WORDS = {
@@ -128,44 +115,51 @@ def main(ingest_run: str, encoding: str, min_duration: float, max_duration: floa
             }
         )
         upstream = runs.read_upstream(FEATURIZE, ingest_run)
-        raw = {
-            split: pd.read_parquet(runs.download(upstream.info.run_id, raw_split_path(split)))
-            for split in SPLITS
-        }
-        started = time.perf_counter()
-        features = build_features(raw, encoding, min_duration, max_duration)
-        seconds = time.perf_counter() - started
+        preprocessor = make_preprocessor(encoding)
+        stats: dict[str, FilterStats] = {}
+        seconds, n_features = 0.0, 0
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             for name in (PREPROCESSOR_DIR, MATRICES_DIR, TRIPS_DIR):
                 (root / name).mkdir()
-            save_preprocessor(features.preprocessor, root / PREPROCESSOR_PATH)
+            # One split at a time, training first (the encoding is fitted on it): a split's raw
+            # trips are dropped once filtered, its matrix once written.
             for split in SPLITS:
-                save_matrix(features.matrices[split], root / matrix_split_path(split, encoding))
-                features.trips[split].to_parquet(root / trips_split_path(split), index=False)
+                raw = pd.read_parquet(runs.download(upstream.info.run_id, raw_split_path(split)))
+                started = time.perf_counter()
+                kept, stats[split] = keep_trips(raw, split, min_duration, max_duration)
+                del raw
+                if split == "train":
+                    preprocessor.fit(kept)
+                matrix = encode(kept, preprocessor)
+                seconds += time.perf_counter() - started
+                n_features = n_features or matrix.columns
+                save_matrix(matrix, root / matrix_split_path(split, encoding))
+                kept.to_parquet(root / trips_split_path(split), index=False)
+                del kept, matrix
+            save_preprocessor(preprocessor, root / PREPROCESSOR_PATH)
             runs.log_outputs(root, featurize_paths(encoding))
-        summary = {split: asdict(stats) for split, stats in features.stats.items()}
-        runs.log_json(summary, FEATURIZE_SUMMARY_FILE)
-        rows_in = sum(stats.rows_in for stats in features.stats.values())
+        runs.log_json({split: asdict(st) for split, st in stats.items()}, FEATURIZE_SUMMARY_FILE)
+        rows_in = sum(st.rows_in for st in stats.values())
         metrics: dict[str, float] = {
-            "n_features": features.matrices["train"].columns,
+            "n_features": n_features,
             "featurize_seconds": seconds,
             "rows_per_second": rows_in / seconds,
         }
-        for split, stats in features.stats.items():
+        for split, st in stats.items():
             metrics |= {
-                f"{split}_rows_kept": stats.rows_kept,
-                f"{split}_rows_dropped": stats.rows_dropped,
-                f"{split}_dropped_duration": stats.dropped_duration,
-                f"{split}_unknown_zone": stats.unknown_zone,
-                f"{split}_invalid_distance": stats.invalid_distance,
+                f"{split}_rows_kept": st.rows_kept,
+                f"{split}_rows_dropped": st.rows_dropped,
+                f"{split}_dropped_duration": st.dropped_duration,
+                f"{split}_unknown_zone": st.unknown_zone,
+                f"{split}_invalid_distance": st.invalid_distance,
             }
         runs.log_metrics(metrics)
         runs.set_tags({**runs.data_tags(upstream), "encoding": encoding})
         runs.set_description(describe(features, min_duration, max_duration))
         print(
             f"featurize: runs:/{run.info.run_id} encoding={encoding} "
-            + ", ".join(f"{s}={st.rows_kept} rows kept" for s, st in features.stats.items())
+            + ", ".join(f"{s}={st.rows_kept} rows kept" for s, st in stats.items())
         )
 
 

@@ -2,10 +2,13 @@
 
 Input: features_run (runs:/<id> of a featurize run). Parameters: max_evals, seed,
 num_boost_round, early_stopping_rounds, backend (local: trials in this process; spark:
-hyperopt's SparkTrials), parallelism (Spark trials at once), spark_master.
+hyperopt's SparkTrials), parallelism (Spark trials at once), spark_master, hpo_sample_rows
+(the search trains and validates on a seeded sample of at most this many rows of each split,
+drawn with `seed`; 0 = all rows; train_best then refits the chosen trial on all of them).
 Each trial: a child run tagged model=xgboost with its hyperparameters, `rmse`,
 `training_seconds` and `n_trees`; one line per trial on stderr (a progress bar on a terminal).
-This run: best_rmse, best_<param> params, trials.csv, best_params.json, tag best_trial_run_id,
+This run: best_rmse (on the search's validation rows), best_<param> params, search_train_rows,
+search_val_rows and sample_seed params, trials.csv, best_params.json, tag best_trial_run_id,
 plots/search.png (validation RMSE by trial and the best so far) and a description (its page in
 the MLflow UI) with the winner and how to compare the trials.
 """
@@ -31,10 +34,11 @@ from tqdm import tqdm
 
 from steps import boosting, runs, trials
 from steps.cli import exits_cleanly
-from steps.config import check_backend, check_positive
+from steps.config import check_backend, check_positive, check_sample_rows
 from steps.contracts import (
     BEST_PARAMS_FILE,
     BEST_TRIAL_TAG,
+    DEFAULT_HPO_SAMPLE_ROWS,
     HPO,
     OUTPUT_DIGEST_TAG,
     PROJECT_DIR,
@@ -199,6 +203,29 @@ def tune(
     return [TrialResult(**{**t["result"]["trial"], "number": t["tid"]}) for t in done]
 
 
+def sample_rows(matrix: FeatureMatrix, rows: int, rng: np.random.Generator) -> FeatureMatrix:
+    """A random sample of `rows` rows of `matrix`, kept in their original order; the whole
+    matrix when `rows` is 0 or not smaller than it."""
+    if rows == 0 or rows >= matrix.rows:
+        return matrix
+    picked = np.sort(rng.choice(matrix.rows, size=rows, replace=False))
+    X = (
+        matrix.X.iloc[picked].reset_index(drop=True)
+        if isinstance(matrix.X, pd.DataFrame)
+        else matrix.X[picked]
+    )
+    return FeatureMatrix(X, matrix.y[picked])
+
+
+def search_sample(
+    train: FeatureMatrix, val: FeatureMatrix, rows: int, seed: int
+) -> tuple[FeatureMatrix, FeatureMatrix]:
+    """The training and validation rows the search runs on: a sample of at most `rows` rows of
+    each (0 = every row). The same seed always draws the same rows."""
+    train_rng, val_rng = np.random.default_rng(seed).spawn(2)
+    return sample_rows(train, rows, train_rng), sample_rows(val, rows, val_rng)
+
+
 def spark_trials(master: str, parallelism: int) -> Trials:
     """SparkTrials on `master` (local[*], a cluster URL, Databricks, EMR, Dataproc...).
 
@@ -240,11 +267,14 @@ def trials_table(results: list[TrialResult]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("rmse", kind="stable").reset_index(drop=True)
 
 
-def results_digest(input_digest: str, budget: Budget, results: list[TrialResult]) -> str:
-    """What train_best reads from this run, as a digest: the features it came from, the budget
-    and every trial's outcome (not run ids or timings, which differ on every run)."""
+def results_digest(
+    input_digest: str, budget: Budget, sample_rows: int, results: list[TrialResult]
+) -> str:
+    """What train_best reads from this run, as a digest: the features it came from (train_best
+    refits on all their rows), the budget, the sample the search ran on and every trial's
+    outcome (not run ids or timings, which differ on every run)."""
     outcomes = [(r.number, r.params, r.rmse, r.n_trees) for r in results]
-    return digest_values(input_digest, asdict(budget), outcomes)
+    return digest_values(input_digest, asdict(budget), sample_rows, outcomes)
 
 
 def describe(
@@ -317,6 +347,13 @@ class MlflowTrialLogger:
 @click.option("--backend", default="local", show_default=True, help="local or spark.")
 @click.option("--parallelism", type=int, default=2, show_default=True, help="Spark trials at once.")
 @click.option("--spark-master", default="local[*]", show_default=True)
+@click.option(
+    "--hpo-sample-rows",
+    type=int,
+    default=DEFAULT_HPO_SAMPLE_ROWS,
+    show_default=True,
+    help="Search on a seeded sample of at most this many rows of each split; 0 = all rows.",
+)
 @exits_cleanly(HPO)
 def main(
     features_run: str,
@@ -327,6 +364,7 @@ def main(
     backend: str,
     parallelism: int,
     spark_master: str,
+    hpo_sample_rows: int,
 ) -> None:
     budget = Budget(
         check_positive(max_evals, "max_evals"),
@@ -336,6 +374,7 @@ def main(
     )
     check_backend(backend)
     check_positive(parallelism, "parallelism")
+    check_sample_rows(hpo_sample_rows)
     with runs.step_run(HPO) as run:
         runs.log_params(
             {
@@ -344,14 +383,28 @@ def main(
                 "backend": backend,
                 "parallelism": parallelism,
                 "spark_master": spark_master,
+                "hpo_sample_rows": hpo_sample_rows,
             }
         )
         upstream = runs.read_upstream(HPO, features_run)
         encoding = upstream.data.tags["encoding"]
-        train, val = (
+        full_train, full_val = (
             load_matrix(runs.download(upstream.info.run_id, matrix_split_path(s, encoding)))
             for s in ("train", "val")
         )
+        train, val = search_sample(full_train, full_val, hpo_sample_rows, seed)
+        runs.log_params(
+            {"search_train_rows": train.rows, "search_val_rows": val.rows, "sample_seed": seed}
+        )
+        if train.rows < full_train.rows or val.rows < full_val.rows:
+            print(
+                f"hpo: searching on {train.rows:,} of {full_train.rows:,} training rows and "
+                f"{val.rows:,} of {full_val.rows:,} validation rows (seed {seed}); train_best "
+                "refits the chosen trial on all of them",
+                file=sys.stderr,
+                flush=True,
+            )
+        del full_train, full_val  # the search holds only its sample
         mlflow_logger = MlflowTrialLogger(budget)
         search = None
         logger: TrialLogger = mlflow_logger
@@ -391,12 +444,15 @@ def main(
                 **runs.data_tags(upstream),
                 "encoding": encoding,
                 BEST_TRIAL_TAG: best.run_id,
-                OUTPUT_DIGEST_TAG: results_digest(runs.output_digest(upstream), budget, results),
+                OUTPUT_DIGEST_TAG: results_digest(
+                    runs.output_digest(upstream), budget, hpo_sample_rows, results
+                ),
             }
         )
         print(
             f"hpo: runs:/{run.info.run_id} {len(results)} trials in {tuning_seconds:.1f}s "
-            f"({backend}), best validation RMSE {best.rmse:.4f} ({best.params})"
+            f"({backend}), best validation RMSE {best.rmse:.4f} on {val.rows:,} rows "
+            f"({best.params})"
         )
 
 

@@ -1,10 +1,13 @@
-"""ingest: fetch three TLC months and log them as the training, validation and testing splits.
+"""ingest: fetch the TLC months and log them as the training, validation and testing splits.
 
-Parameters: taxi (green|yellow), train_month, val_month, test_month (YYYY-MM), source (TLC's
-URL base or a local folder), cache_dir (download cache, default ~/.cache/nyc-taxi-duration).
+Parameters: taxi (green|yellow), train_month (YYYY-MM, or a window of months: a range
+2023-01..2023-03 or a list 2023-01,2023-03, stacked into the training split), val_month and
+test_month (YYYY-MM, after the training month(s)), source (TLC's URL base or a local folder),
+cache_dir (download cache, default ~/.cache/nyc-taxi-duration).
 Artifacts: raw/{train,val,test}.parquet (canonical columns), profile.json,
 plots/distributions.png (trip duration and distance per split).
-Metrics: {split}_rows, {split}_rows_outside_month. Inputs: the three splits as MLflow datasets.
+Metrics: {split}_rows, {split}_rows_outside_month. Inputs: every month file as an MLflow dataset
+(source and digest, context training/validation/testing).
 The run's description (its page in the MLflow UI) tabulates the splits.
 """
 
@@ -17,10 +20,13 @@ from pathlib import Path
 
 import click
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from steps import runs
 from steps.cli import exits_cleanly
-from steps.config import Month, check_taxi, parse_months
+from steps.config import Month, check_taxi, format_month_spec, parse_months
 from steps.contracts import (
     DATASET_CONTEXT,
     DEFAULT_CACHE_DIR,
@@ -44,9 +50,11 @@ from steps.contracts import (
 from steps.errors import PipelineError
 from steps.figures import plot_distributions
 from steps.tlc import (
+    COLUMN_KINDS,
     fetch_month,
     month_location,
-    read_trips,
+    parquet_digest,
+    read_trips_table,
     source_fingerprint,
 )
 
@@ -55,13 +63,13 @@ MAX_OUTSIDE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
-class SplitData:
-    """One split: its month, where it came from and the canonical trips."""
+class MonthFile:
+    """One TLC month file: which split it feeds, where it lives, its local copy."""
 
     split: str
     month: Month
     location: str
-    trips: pd.DataFrame
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -79,38 +87,52 @@ class SplitProfile:
     trip_distance_quantiles: dict[str, float | None]
 
 
-def profile_split(trips: pd.DataFrame, month: Month) -> SplitProfile:
-    """Profile one split; pickups outside the month (TLC has them) are counted, not dropped."""
+def profile_split(trips: pa.Table, months: list[Month]) -> SplitProfile:
+    """Profile one split (one month, or a window of them); pickups outside its months (TLC has
+    them) are counted, not dropped. Computed on the Arrow table, without a pandas copy."""
     pickup = trips[PICKUP]
-    minutes = trip_minutes(trips)
-    outside = pickups_outside(trips, month)
+    micros = pc.subtract(trips[DROPOFF], pickup).cast(pa.int64())
+    span = pc.min_max(pickup)
+    zones = pa.chunked_array(
+        [*trips[PU].chunks, *trips[DO].chunks], type=trips.schema.field(PU).type
+    )
     return SplitProfile(
-        month=str(month),
-        rows=len(trips),
-        rows_outside_month=int(outside.sum()),
-        nulls={c: int(trips[c].isna().sum()) for c in trips.columns},
-        pickup_min=str(pickup.min()),
-        pickup_max=str(pickup.max()),
-        zones_seen=int(pd.concat([trips[PU], trips[DO]]).nunique()),
-        duration_minutes_quantiles=_quantiles(minutes),
+        month=format_month_spec(months),
+        rows=trips.num_rows,
+        rows_outside_month=_count(pickups_outside(trips, months)),
+        nulls={c: trips[c].null_count for c in trips.column_names},
+        pickup_min=str(span["min"].as_py()),
+        pickup_max=str(span["max"].as_py()),
+        zones_seen=int(pc.count_distinct(zones).as_py()),
+        duration_minutes_quantiles=_quantiles(pc.divide(micros.cast(pa.float64()), 60e6)),
         trip_distance_quantiles=_quantiles(trips[DISTANCE]),
     )
 
 
-def pickups_outside(trips: pd.DataFrame, month: Month) -> pd.Series:
-    """Rows whose pickup is not in `month` (or has no timestamp)."""
-    return ~trips[PICKUP].between(month.start, month.end, inclusive="left")
+def pickups_outside(trips: pa.Table, months: list[Month]) -> pa.ChunkedArray:
+    """True for rows whose pickup is in none of `months` (or has no timestamp)."""
+    pickup = trips[PICKUP]
+    inside = None
+    for month in months:
+        start, end = (pa.scalar(t, type=pickup.type) for t in (month.start, month.end))
+        this = pc.and_(pc.greater_equal(pickup, start), pc.less(pickup, end))
+        inside = this if inside is None else pc.or_(inside, this)
+    return pc.invert(pc.fill_null(inside, False))
 
 
-def check_month(trips: pd.DataFrame, month: Month, name: str) -> None:
+def _count(flags: pa.ChunkedArray) -> int:
+    return int(pc.sum(flags).as_py() or 0)
+
+
+def check_month(trips: pa.Table, month: Month, name: str) -> None:
     """Refuse a file that is empty or mostly holds another month (a mislabelled download).
 
     A few stray pickups are normal in TLC files (2009 dates, the next month's first hours):
     they are kept, as the course keeps them, and counted in {split}_rows_outside_month.
     """
-    if trips.empty:
+    if trips.num_rows == 0:
         raise PipelineError(f"{name} has no rows; pick another month")
-    share = float(pickups_outside(trips, month).mean())
+    share = _count(pickups_outside(trips, [month])) / trips.num_rows
     if share > MAX_OUTSIDE_SHARE:
         raise PipelineError(
             f"{share:.0%} of the pickups in {name} are not in {month}; the file does not hold "
@@ -118,18 +140,19 @@ def check_month(trips: pd.DataFrame, month: Month, name: str) -> None:
         )
 
 
-def _quantiles(values: pd.Series) -> dict[str, float | None]:
+def _quantiles(values: pa.ChunkedArray) -> dict[str, float | None]:
     qs = (0.01, 0.5, 0.99)
-    found = values.quantile(list(qs)).to_numpy()
+    found = pc.quantile(values, q=list(qs)).to_pylist() if values.null_count < len(values) else []
     return {
-        f"p{round(q * 100)}": None if pd.isna(v) else round(float(v), 3)
-        for q, v in zip(qs, found, strict=True)
+        f"p{round(q * 100)}": None if v is None else round(float(v), 3)
+        for q, v in zip(qs, found or [None] * len(qs), strict=True)
     }
 
 
-def trip_minutes(trips: pd.DataFrame) -> pd.Series:
+def trip_minutes(trips: pa.Table) -> pd.Series:
     """Each trip's duration in minutes, as recorded (negative and day-long ones included)."""
-    return (trips[DROPOFF] - trips[PICKUP]).dt.total_seconds() / 60
+    micros = pc.subtract(trips[DROPOFF], trips[PICKUP]).cast(pa.int64())
+    return pc.divide(micros.cast(pa.float64()), 60e6).to_pandas()
 
 
 def describe(taxi: str, source: str, profile: dict[str, SplitProfile]) -> str:
@@ -141,10 +164,9 @@ def describe(taxi: str, source: str, profile: dict[str, SplitProfile]) -> str:
         for split, p in profile.items()
     )
     return f"""\
-**{taxi}** taxi trips from `{source}`, one month per split, kept as published \
-(featurize filters them).
+**{taxi}** taxi trips from `{source}`, kept as published (featurize filters them).
 
-| split | month | trips | pickups outside the month | median minutes | median miles | zones |
+| split | month(s) | trips | pickups outside the month(s) | median minutes | median miles | zones |
 |---|---|---|---|---|---|---|
 {rows}
 
@@ -156,22 +178,43 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-def load_splits(
-    taxi: str, months: tuple[Month, Month, Month], source: str, cache_dir: Path
-) -> list[SplitData]:
-    """Fetch and read the three months; a month with no rows is refused."""
-    splits = []
-    for split, month in zip(SPLITS, months, strict=True):
-        path = fetch_month(source, taxi, str(month), cache_dir)
-        trips = read_trips(path)
-        check_month(trips, month, tlc_file_name(taxi, str(month)))
-        splits.append(SplitData(split, month, month_location(source, taxi, str(month)), trips))
-    return splits
+def fetch_months(
+    taxi: str, months: tuple[list[Month], Month, Month], source: str, cache_dir: Path
+) -> list[MonthFile]:
+    """Every month file the splits need, fetched (or found) and checked to be parquet, before
+    any is read: a missing test month fails in seconds, not after the training window."""
+    train, val, test = months
+    wanted = [("train", m) for m in train] + [("val", val), ("test", test)]
+    return [
+        MonthFile(
+            split,
+            month,
+            month_location(source, taxi, str(month)),
+            fetch_month(source, taxi, str(month), cache_dir),
+        )
+        for split, month in wanted
+    ]
+
+
+def read_split(files: list[MonthFile]) -> pa.Table:
+    """One split's trips: its month files read (five columns each) and stacked, each checked to
+    hold its month. Arrow stacks the months without copying them."""
+    tables = []
+    for file in files:
+        trips = read_trips_table(file.path)
+        check_month(trips, file.month, file.path.name)
+        tables.append(trips)
+    return pa.concat_tables(tables)
 
 
 @click.command(help=__doc__)
 @click.option("--taxi", default="green", show_default=True)
-@click.option("--train-month", default=DEFAULT_MONTHS["train"], show_default=True)
+@click.option(
+    "--train-month",
+    default=DEFAULT_MONTHS["train"],
+    show_default=True,
+    help="One month, or a window: 2023-01..2023-03 or 2023-01,2023-02.",
+)
 @click.option("--val-month", default=DEFAULT_MONTHS["val"], show_default=True)
 @click.option("--test-month", default=DEFAULT_MONTHS["test"], show_default=True)
 @click.option("--source", default=TLC_URL, show_default=True, help="URL base or local folder.")
@@ -194,28 +237,36 @@ def main(
                 "cache_dir": cache_dir,
             }
         )
-        fingerprint = source_fingerprint(source, taxi, [str(m) for m in months])
-        started = time.perf_counter()
-        splits = load_splits(taxi, months, source, cache)
-        load_seconds = time.perf_counter() - started
+        train, val, test = months
+        fingerprint = source_fingerprint(source, taxi, [str(m) for m in (*train, val, test)])
+        files = fetch_months(taxi, months, source, cache)
         profile: dict[str, SplitProfile] = {}
+        distributions: dict[str, tuple[pd.Series, pd.Series]] = {}
+        load_seconds = 0.0
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             (root / RAW_DIR).mkdir()
-            for data in splits:
-                runs.log_dataset(
-                    data.trips,
-                    source=data.location,
-                    name=tlc_file_name(taxi, str(data.month)),
-                    context=DATASET_CONTEXT[data.split],
-                )
-                data.trips.to_parquet(root / raw_split_path(data.split), index=False)
-                profile[data.split] = profile_split(data.trips, data.month)
+            # One split at a time: at most one split's trips are in memory.
+            for split in SPLITS:
+                split_files = [f for f in files if f.split == split]
+                started = time.perf_counter()
+                trips = read_split(split_files)
+                load_seconds += time.perf_counter() - started
+                for file in split_files:
+                    runs.log_dataset_reference(
+                        file.location,
+                        name=tlc_file_name(taxi, str(file.month)),
+                        digest=parquet_digest(file.path),
+                        columns=COLUMN_KINDS,
+                        context=DATASET_CONTEXT[split],
+                    )
+                pq.write_table(trips, root / raw_split_path(split))
+                profile[split] = profile_split(trips, [f.month for f in split_files])
+                label = f"{split} {profile[split].month}"
+                distributions[label] = (trip_minutes(trips), trips[DISTANCE].to_pandas())
+                del trips
             runs.log_outputs(root, raw_paths())
         runs.log_json({s: asdict(p) for s, p in profile.items()}, PROFILE_FILE)
-        distributions = {
-            f"{d.split} {d.month}": (trip_minutes(d.trips), d.trips[DISTANCE]) for d in splits
-        }
         runs.log_figure(plot_distributions(distributions), DISTRIBUTIONS_PLOT)
         runs.set_description(describe(taxi, source, profile))
         metrics: dict[str, float] = {}
@@ -224,13 +275,13 @@ def main(
                 f"{split}_rows": p.rows,
                 f"{split}_rows_outside_month": p.rows_outside_month,
             }
-        rows = sum(len(d.trips) for d in splits)
+        rows = sum(p.rows for p in profile.values())
         metrics |= {"load_seconds": load_seconds, "rows_per_second": rows / load_seconds}
         runs.log_metrics(metrics)
         runs.set_tags(
             {
                 "taxi": taxi,
-                **{f"{d.split}_month": str(d.month) for d in splits},
+                **{f"{split}_month": p.month for split, p in profile.items()},
                 INPUT_DIGEST_TAG: fingerprint or "unknown",
             }
         )

@@ -31,6 +31,7 @@ from steps.config import (
     check_encoding,
     check_model_name,
     check_positive,
+    check_sample_rows,
     check_taxi,
     check_tolerance,
     parse_months,
@@ -39,6 +40,7 @@ from steps.contracts import (
     CHAMPION,
     CHAMPION_AFTER_TAG,
     DEFAULT_CACHE_DIR,
+    DEFAULT_HPO_SAMPLE_ROWS,
     DEFAULT_MONTHS,
     FEATURIZE,
     HPO,
@@ -87,6 +89,7 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
         check_positive(params[name], name)
     check_backend(params["backend"])
     check_positive(params["parallelism"], "parallelism")
+    check_sample_rows(params["hpo_sample_rows"])
     check_tolerance(params["rmse_tolerance"])
     check_model_name(params["model_name"])
 
@@ -102,6 +105,7 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
         "backend",
         "parallelism",
         "spark_master",
+        "hpo_sample_rows",
     )
     steps = {
         INGEST: data,
@@ -121,8 +125,8 @@ def input_digest(call: StepCall, upstream: Run | None) -> str | None:
     what the upstream run wrote. None when it cannot be told (then nothing is reused)."""
     if upstream is None:
         p = call.params
-        months = [p["train_month"], p["val_month"], p["test_month"]]
-        return source_fingerprint(p["source"], p["taxi"], months)
+        train, val, test = parse_months(p["train_month"], p["val_month"], p["test_month"])
+        return source_fingerprint(p["source"], p["taxi"], [str(m) for m in (*train, val, test)])
     digest = runs.output_digest(upstream)
     return None if digest == "unknown" else digest
 
@@ -168,6 +172,9 @@ def summarize(step_runs: dict[str, Run], reused: list[str]) -> dict[str, Any]:
         "best_val_rmse": hpo.data.metrics["best_rmse"],
         "n_trials": int(hpo.data.metrics["n_trials"]),
         "val_rmse": trained.data.metrics["val_rmse"],
+        # Rows the search ran on and the refit used (a big month is searched on a sample).
+        "search_train_rows": int(float(hpo.data.params.get("search_train_rows", 0))),
+        "train_rows": int(trained.data.metrics.get("train_rows", 0)),
         "test_rmse": trained.data.metrics["test_rmse"],
         "model_name": registered.data.tags["model_name"],
         "model_version": registered.data.tags["model_version"],
@@ -208,11 +215,16 @@ def render(summary: dict[str, Any], main_run_id: str, tracking_uri: str, experim
     name, version = summary["model_name"], summary["model_version"]
     alias = "champion" if summary["promoted"] else "challenger (champion stays)"
     reused = ", ".join(summary["reused_steps"]) or "none"
+    search = f"{summary['n_trials']} trials"
+    refit = []
+    if 0 < summary["search_train_rows"] < summary["train_rows"]:
+        search += f" on {summary['search_train_rows']:,} of {summary['train_rows']:,} rows"
+        refit = [f"  refit on every row    validation RMSE {summary['val_rmse']:.4f}"]
     return "\n".join(
         [
             f"pipeline finished: main run {main_run_id}",
-            f"  best validation RMSE  {summary['best_val_rmse']:.4f} "
-            f"({summary['n_trials']} trials)",
+            f"  best validation RMSE  {summary['best_val_rmse']:.4f} ({search})",
+            *refit,
             f"  test RMSE             {summary['test_rmse']:.4f}",
             f"  registered            {name} version {version}, alias {alias}",
             f"  reused finished runs  {reused}",
@@ -252,7 +264,12 @@ Load the champion with `mlflow.pyfunc.load_model("models:/{name}@{CHAMPION}")`.
 
 @click.command(help=__doc__)
 @click.option("--taxi", default="green", show_default=True)
-@click.option("--train-month", default=DEFAULT_MONTHS["train"], show_default=True)
+@click.option(
+    "--train-month",
+    default=DEFAULT_MONTHS["train"],
+    show_default=True,
+    help="One month, or a window: 2023-01..2023-03 or 2023-01,2023-02.",
+)
 @click.option("--val-month", default=DEFAULT_MONTHS["val"], show_default=True)
 @click.option("--test-month", default=DEFAULT_MONTHS["test"], show_default=True)
 @click.option("--source", default=TLC_URL, show_default=True)
@@ -267,6 +284,7 @@ Load the champion with `mlflow.pyfunc.load_model("models:/{name}@{CHAMPION}")`.
 @click.option("--backend", default="local", show_default=True)
 @click.option("--parallelism", type=int, default=2, show_default=True)
 @click.option("--spark-master", default="local[*]", show_default=True)
+@click.option("--hpo-sample-rows", type=int, default=DEFAULT_HPO_SAMPLE_ROWS, show_default=True)
 @click.option("--rmse-tolerance", type=float, default=0.0, show_default=True)
 @click.option("--model-name", default=MODEL_NAME, show_default=True)
 @click.option(

@@ -46,8 +46,6 @@ from steps.contracts import (
     COMPARE_PREDICTION,
     DEFAULT_CACHE_DIR,
     DEFAULT_MODEL_URI,
-    DISTANCE,
-    DO,
     DROPOFF,
     FEATURIZE,
     INFERENCE_CONTEXT,
@@ -59,7 +57,6 @@ from steps.contracts import (
     PREDICTION,
     PREDICTION_INPUT_COLUMNS,
     PREDICTIONS_DIR,
-    PU,
     RMSE_BY_MONTH_PLOT,
     TLC_URL,
     TRAIN_BEST,
@@ -70,22 +67,20 @@ from steps.errors import PipelineError
 from steps.features import with_duration
 from steps.figures import plot_metrics_by_month
 from steps.monitoring import COMPARE_TO, MODEL, ModelUsed, MonthResult
-from steps.reuse import digest_files, unquote
-from steps.tlc import fetch_month, month_location, read_trips, trip_columns
+from steps.reuse import unquote
+from steps.tlc import (
+    COLUMN_KINDS,
+    fetch_month,
+    month_location,
+    parquet_digest,
+    read_trips,
+    trip_columns,
+)
 
 # A predictions file may lack the times (no actual minutes then), never the model's inputs.
 OPTIONAL_COLUMNS = (PICKUP, DROPOFF)
 ROLE_COLUMN = {MODEL: PREDICTION, COMPARE_TO: COMPARE_PREDICTION}
 # What both engines read from a month file (the dataset's schema, as MLflow types).
-DATASET_COLUMNS = {
-    PICKUP: "datetime",
-    DROPOFF: "datetime",
-    PU: "long",
-    DO: "long",
-    DISTANCE: "double",
-}
-
-
 # --- the pure core ------------------------------------------------------------------------------
 
 
@@ -299,8 +294,8 @@ def main(
             runs.log_dataset_reference(
                 month_location(source, taxi, str(month)),
                 tlc_file_name(taxi, str(month)),
-                digest_files(path.parent, [path.name]),
-                DATASET_COLUMNS,
+                parquet_digest(path),
+                COLUMN_KINDS,
                 INFERENCE_CONTEXT,
             )
 

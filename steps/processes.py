@@ -1,9 +1,12 @@
 """Is a process still there? Used to tell a download or a pipeline step that died (SIGKILL,
-a closed laptop) from one that is still working (a leaf: only the standard library)."""
+a closed laptop) from one that is still working; and how much memory this one used at most
+(a leaf: only the standard library)."""
 
 from __future__ import annotations
 
 import os
+import resource
+import sys
 from pathlib import Path
 
 # Every step runs as `python -m steps.<name>`: a live pid whose command line lacks this is a
@@ -30,3 +33,9 @@ def pipeline_process_alive(pid: int) -> bool:
     if cmdline.exists():
         return STEP_COMMAND_MARK in cmdline.read_bytes()
     return True
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (what `time -v` calls maximum RSS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)  # bytes on macOS, else KiB

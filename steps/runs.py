@@ -33,12 +33,14 @@ from steps.contracts import (
     MODEL_TRAINING_KIND,
     OUTPUT_DIGEST_TAG,
     PARENT_RUN_TAG,
+    PEAK_RSS_METRIC,
     PID_TAG,
     PROJECT_DIR,
     STEP_TAG,
     UPSTREAM,
 )
 from steps.errors import PipelineError
+from steps.processes import peak_rss_mib
 from steps.reuse import code_fingerprint, digest_files
 from steps.server import check_tracking_server
 
@@ -88,6 +90,8 @@ def step_run(step: str) -> Iterator[Run]:
             }
         )
         yield run
+        # What the step needed at most: memory stays bounded as months grow (benchmarks/).
+        mlflow.log_metric(PEAK_RSS_METRIC, peak_rss_mib())
 
 
 def active_run() -> Run:

@@ -25,6 +25,8 @@ TLC_DOCS = "https://www.nyc.gov/site/tlc/about/tlc-trip-record-data.page"
 _ATTEMPTS = 3
 _CHUNK = 1 << 20
 _HEADERS = {"User-Agent": "nyc-taxi-duration"}
+# A parquet file ends with the footer length (4 bytes, little-endian) and the magic PAR1.
+_FOOTER_TAIL = 8
 
 # Canonical column -> names TLC has used for it (matched case-insensitively).
 # Green files say lpep_, yellow files tpep_, FHV files neither.
@@ -42,6 +44,14 @@ CANONICAL_TYPES: dict[str, pa.DataType] = {
     DO: pa.int64(),
     DISTANCE: pa.float64(),
 }
+# The same columns in MLflow's data-type names: the schema of a month logged as a dataset.
+COLUMN_KINDS: dict[str, str] = {
+    PICKUP: "datetime",
+    DROPOFF: "datetime",
+    PU: "long",
+    DO: "long",
+    DISTANCE: "double",
+}
 
 
 def is_url(source: str) -> bool:
@@ -57,31 +67,56 @@ def month_location(source: str, taxi: str, month: str) -> str:
 def source_fingerprint(source: str, taxi: str, months: list[str]) -> str | None:
     """Identity of the source files for the months, or None when it cannot be told.
 
-    A folder: each file's size and modification time. A URL: what a HEAD request says about
-    each file (ETag, Last-Modified, Content-Length). When TLC republishes a month, or a file in
-    the folder is replaced, the fingerprint changes and ingest's earlier run is not reused.
+    One entry per month (see file_identity): when TLC republishes a month, or a file in the
+    folder is replaced, the fingerprint changes and ingest's earlier run is not reused.
     """
     parts = []
     for month in months:
-        location = month_location(source, taxi, month)
-        if is_url(source):
-            request = urllib.request.Request(location, method="HEAD", headers=_HEADERS)
-            try:
-                with urllib.request.urlopen(request, timeout=15) as response:
-                    headers = response.headers
-            except (OSError, http.client.HTTPException):
-                return None
-            identity = [headers.get(h, "") for h in ("ETag", "Last-Modified", "Content-Length")]
-            if not any(identity):
-                return None
-            parts.append(f"{location}|{'|'.join(identity)}")
-        else:
-            path = Path(location).expanduser().resolve()
-            if not path.is_file():
-                return None
-            stat = path.stat()
-            parts.append(f"{path}|{stat.st_size}|{stat.st_mtime_ns}")
+        identity = file_identity(source, taxi, month)
+        if identity is None:
+            return None
+        parts.append(identity)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def file_identity(source: str, taxi: str, month: str) -> str | None:
+    """What identifies one month's file without reading it, or None when it cannot be told.
+
+    A folder: the file's path, size and modification time. A URL: what a HEAD request says
+    about it (ETag, Last-Modified, Content-Length).
+    """
+    location = month_location(source, taxi, month)
+    if is_url(source):
+        request = urllib.request.Request(location, method="HEAD", headers=_HEADERS)
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                headers = response.headers
+        except (OSError, http.client.HTTPException):
+            return None
+        identity = [headers.get(h, "") for h in ("ETag", "Last-Modified", "Content-Length")]
+        return f"{location}|{'|'.join(identity)}" if any(identity) else None
+    path = Path(location).expanduser().resolve()
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def parquet_digest(path: Path) -> str:
+    """A digest of a parquet file's content read from its footer alone (a few kilobytes): the
+    schema, row counts and every column chunk's size and statistics, plus the file size.
+
+    It names a month as a dataset without a second pass over millions of rows; a file with
+    other data has other chunk sizes or statistics.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        handle.seek(-_FOOTER_TAIL, os.SEEK_END)
+        tail = handle.read(_FOOTER_TAIL)
+        footer_length = int.from_bytes(tail[:4], "little")
+        handle.seek(-(_FOOTER_TAIL + footer_length), os.SEEK_END)
+        footer = handle.read(footer_length)
+    return hashlib.sha256(f"{size}|".encode() + footer).hexdigest()[:16]
 
 
 def fetch_month(source: str, taxi: str, month: str, cache_dir: Path) -> Path:
@@ -222,9 +257,15 @@ def trip_columns(path: Path, optional: tuple[str, ...] = ()) -> dict[str, pa.Fie
 
 
 def read_trips(path: Path, optional: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Read a TLC month into the canonical trip frame (pickup, dropoff, zones, distance).
+    """Read a TLC month into the canonical trip frame (pickup, dropoff, zones, distance)."""
+    return read_trips_table(path, optional).to_pandas(self_destruct=True)
 
-    Both schema generations (int64 or int32 zone IDs, ns or us timestamps) and both timestamp
+
+def read_trips_table(path: Path, optional: tuple[str, ...] = ()) -> pa.Table:
+    """Read a TLC month into the canonical trip table (pickup, dropoff, zones, distance).
+
+    Only those five columns are read from the file (a yellow month carries some twenty), and
+    both schema generations (int64 or int32 zone IDs, ns or us timestamps) and both timestamp
     prefixes (green lpep_, yellow tpep_) map onto one set of names and types. Columns named in
     `optional` may be absent from the file: they come back empty (all missing).
     """
@@ -240,4 +281,4 @@ def read_trips(path: Path, optional: tuple[str, ...] = ()) -> pd.DataFrame:
     for column in COLUMN_ALIASES:
         if column not in chosen:
             table = table.append_column(column, pa.nulls(table.num_rows, CANONICAL_TYPES[column]))
-    return table.select(list(COLUMN_ALIASES)).to_pandas()
+    return table.select(list(COLUMN_ALIASES))

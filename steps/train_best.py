@@ -1,13 +1,16 @@
-"""train_best: retrain the chosen HPO trial with autologging and log the servable model.
+"""train_best: refit the chosen HPO trial on every row, with autologging; log the servable model.
 
 Input: hpo_run (runs:/<id> of an hpo run). Parameter: rmse_tolerance (minutes; 0 = the best
 trial, > 0 = the cheapest trial, fewest trees x depth, whose RMSE is within that of the best).
+hpo may have searched on a sample of the rows (hpo_sample_rows); the refit trains on all rows of
+the training month(s) with early stopping on the whole validation month.
 Artifacts: the pyfunc model `model` (raw records in, minutes out; signature and input example),
 preprocessor/preprocessor.pkl, autolog's per-iteration metrics and importances, and pictures
 of the test month: plots/test_predictions.png (predicted vs actual), plots/test_errors.png
 (error by distance band and pickup hour), plots/feature_importance.png (each input's share of
-the gain). Metrics: val_rmse, test_rmse, training_seconds, n_trees. Tag model_uri
-(models:/m-...). The run's description (its page in the MLflow UI) sums them up.
+the gain). Metrics: val_rmse, test_rmse, training_seconds, n_trees, train_rows and val_rows (the
+rows the refit used: every row, whatever sample hpo searched on). Tag model_uri (models:/m-...).
+The run's description (its page in the MLflow UI) sums them up.
 """
 
 from __future__ import annotations
@@ -167,7 +170,8 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
         preprocessor_path = runs.download(fid, PREPROCESSOR_PATH)
 
         budget = hpo.data.params
-        dtrain, dval = boosting.dmatrices(matrices["train"], matrices["val"])
+        rows = {"train_rows": matrices["train"].rows, "val_rows": matrices["val"].rows}
+        dtrain, dval = boosting.dmatrices(matrices.pop("train"), matrices.pop("val"))
         runs.autolog_xgboost()
         fit = boosting.fit(
             chosen.params,
@@ -212,7 +216,7 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
             "n_trees": fit.n_trees,
             "selected_trial_rmse": chosen.rmse,
         }
-        runs.log_metrics(metrics)
+        runs.log_metrics({**metrics, **rows})
         runs.set_tags(
             {
                 **runs.data_tags(hpo),

@@ -6,8 +6,10 @@ from steps.config import (
     check_encoding,
     check_model_name,
     check_positive,
+    check_sample_rows,
     check_taxi,
     check_tolerance,
+    format_month_spec,
     parse_month,
     parse_month_spec,
     parse_months,
@@ -44,7 +46,11 @@ def test_parse_month_rejects_months_before_tlc_records():
 
 
 def test_parse_months_requires_train_before_val_before_test():
-    assert parse_months("2021-01", "2021-02", "2021-03")[2] == Month(2021, 3)
+    assert parse_months("2021-01", "2021-02", "2021-03") == (
+        [Month(2021, 1)],
+        Month(2021, 2),
+        Month(2021, 3),
+    )
     with pytest.raises(PipelineError, match="train < val < test"):
         parse_months("2021-03", "2021-02", "2021-01")
     with pytest.raises(PipelineError, match="train < val < test"):
@@ -111,3 +117,43 @@ def test_parse_month_spec_refuses_bad_specs_naming_the_fix(text, message):
 
 def test_month_next_rolls_over_the_year():
     assert Month(2021, 12).next() == Month(2022, 1)
+
+
+def test_parse_months_reads_a_training_window_into_its_months():
+    window, val, test = parse_months("2023-01..2023-03", "2023-04", "2023-05")
+    assert [str(m) for m in window] == ["2023-01", "2023-02", "2023-03"]
+    assert (str(val), str(test)) == ("2023-04", "2023-05")
+    listed, _, _ = parse_months("2022-12, 2023-02", "2023-04", "2023-05")
+    assert [str(m) for m in listed] == ["2022-12", "2023-02"]
+
+
+@pytest.mark.parametrize(
+    ("train", "val", "message"),
+    [
+        ("2023-01..2023-04", "2023-04", "train < val < test"),  # the window overlaps validation
+        ("2023-01,2023-06", "2023-04", "train < val < test"),  # a listed month after it
+        ("2023-01..2023-03", "2023-04..2023-05", "val_month must look like YYYY-MM"),
+    ],
+)
+def test_parse_months_keeps_validation_and_test_after_the_window(train, val, message):
+    with pytest.raises(PipelineError, match=message):
+        parse_months(train, val, "2023-06")
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("2021-01", "2021-01"),
+        ("2021-03,2021-01..2021-02", "2021-01..2021-03"),
+        ("2021-01..2021-02,2021-06,2021-12..2022-01", "2021-01..2021-02,2021-06,2021-12..2022-01"),
+    ],
+)
+def test_format_month_spec_writes_a_window_canonically(text, canonical):
+    assert format_month_spec(parse_month_spec(text)) == canonical
+
+
+def test_check_sample_rows_takes_zero_for_every_row():
+    assert check_sample_rows(0) == 0
+    assert check_sample_rows(250_000) == 250_000
+    with pytest.raises(PipelineError, match="hpo_sample_rows must be 0"):
+        check_sample_rows(-1)

@@ -8,7 +8,16 @@ import pytest
 from steps.contracts import DISTANCE, DO, PU
 from steps.errors import PipelineError
 from steps.features import CategoricalPreprocessor, FeatureMatrix, OneHotPreprocessor
-from steps.hpo import Budget, ProgressLogger, TrialResult, spark_trials, trials_table, tune
+from steps.hpo import (
+    Budget,
+    ProgressLogger,
+    TrialResult,
+    results_digest,
+    search_sample,
+    spark_trials,
+    trials_table,
+    tune,
+)
 
 
 class ListLogger:
@@ -105,3 +114,50 @@ def test_spark_backend_without_pyspark_says_how_to_install_the_extra(monkeypatch
         monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
     with pytest.raises(PipelineError, match=r"-m pip install -e '.*\[spark\]'"):
         spark_trials("local[1]", 1)
+
+
+def numbered(n: int, seed: int) -> FeatureMatrix:
+    """Synthetic rows whose target is their row number, to tell which rows a sample took."""
+    return FeatureMatrix(synthetic(n, seed).X, np.arange(n, dtype=float))
+
+
+def test_search_sample_is_the_same_for_the_same_seed_and_differs_for_another():
+    train, val = numbered(5000, 0), numbered(4000, 1)
+    a_train, a_val = search_sample(train, val, 1000, seed=42)
+    b_train, b_val = search_sample(train, val, 1000, seed=42)
+    other, _ = search_sample(train, val, 1000, seed=43)
+    assert (a_train.rows, a_val.rows) == (1000, 1000)
+    np.testing.assert_array_equal(a_train.y, b_train.y)
+    np.testing.assert_array_equal(a_val.y, b_val.y)
+    assert not np.array_equal(a_train.y, other.y)
+    # whole rows, kept in their order; training and validation rows drawn independently
+    picked = a_train.y.astype(int)
+    assert np.all(np.diff(picked) > 0)
+    pd.testing.assert_frame_equal(a_train.X, train.X.iloc[picked].reset_index(drop=True))
+    assert not np.array_equal(a_train.y[:1000], a_val.y)
+
+
+def test_search_sample_of_zero_or_more_rows_than_there_are_is_every_row():
+    train, val = synthetic(500, 0), synthetic(300, 1)
+    for rows in (0, 300, 500, 10_000):
+        sampled_train, sampled_val = search_sample(train, val, rows, seed=7)
+        assert sampled_train.rows == min(500, rows or 500)
+        assert sampled_val.rows == 300
+    assert search_sample(train, val, 0, seed=7)[0] is train
+
+
+def test_search_sample_takes_rows_of_a_sparse_onehot_matrix():
+    raw = pd.DataFrame(
+        {PU: np.arange(400) % 20 + 1, DO: np.arange(400) % 7 + 1, DISTANCE: np.linspace(0, 9, 400)}
+    )
+    matrix = FeatureMatrix(OneHotPreprocessor().fit(raw).transform(raw), np.arange(400.0))
+    sampled, _ = search_sample(matrix, matrix, 50, seed=1)
+    assert sampled.X.shape == (50, matrix.columns)
+    # each sampled row is the full row whose target it carries
+    dense, picked = matrix.X.toarray(), sampled.y.astype(int)
+    np.testing.assert_array_equal(sampled.X.toarray(), dense[picked])
+
+
+def test_the_search_sample_is_part_of_what_train_best_reads():
+    results = [TrialResult(0, {"max_depth": 4}, 6.5, 10, 0.1, "a")]
+    assert results_digest("abc", BUDGET, 0, results) != results_digest("abc", BUDGET, 1000, results)

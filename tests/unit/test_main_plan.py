@@ -1,8 +1,13 @@
+import os
+import shutil
+
 import pytest
 
 from steps.contracts import FEATURIZE, HPO, INGEST, REGISTER, TRAIN_BEST
 from steps.errors import PipelineError
-from steps.main import plan
+from steps.main import input_digest, plan
+from steps.tlc import source_fingerprint
+from tests.conftest import DATA_DIR
 
 DEFAULTS = {
     "taxi": "green",
@@ -21,6 +26,7 @@ DEFAULTS = {
     "backend": "local",
     "parallelism": 2,
     "spark_master": "local[*]",
+    "hpo_sample_rows": 250_000,
     "rmse_tolerance": 0.0,
     "model_name": "nyc-taxi-duration",
 }
@@ -44,6 +50,7 @@ def test_plan_splits_parameters_into_the_five_steps_in_order():
         "backend": "local",
         "parallelism": 2,
         "spark_master": "local[*]",
+        "hpo_sample_rows": 250_000,
     }
     every = set().union(*(c.params for c in calls))
     assert every == set(DEFAULTS)
@@ -62,8 +69,34 @@ def test_plan_splits_parameters_into_the_five_steps_in_order():
         ({"parallelism": 0}, "parallelism must be at least 1"),
         ({"model_name": "a/b"}, "model_name"),
         ({"min_duration": 60.0, "max_duration": 1.0}, "min_duration"),
+        ({"train_month": "2021-01..2021-02"}, "train < val < test"),
+        ({"train_month": "2021-01..2020-11"}, "ends before it starts"),
+        ({"val_month": "2021-02..2021-03"}, "val_month must look like YYYY-MM"),
+        ({"hpo_sample_rows": -1}, "hpo_sample_rows must be 0"),
     ],
 )
 def test_plan_refuses_bad_parameters_before_any_step(override, message):
     with pytest.raises(PipelineError, match=message):
         plan(DEFAULTS | override)
+
+
+def test_plan_accepts_a_training_window_before_the_validation_month():
+    calls = plan(DEFAULTS | {"train_month": "2020-10..2020-12, 2021-01"})
+    assert calls[0].params["train_month"] == "2020-10..2020-12, 2021-01"
+    assert calls[2].params["hpo_sample_rows"] == 250_000
+
+
+def test_ingest_input_digest_has_one_entry_per_month_of_the_window(tmp_path):
+    """Reuse of ingest follows every file of a window: touching one month changes the digest."""
+    for month in ("2023-02", "2023-03", "2023-04", "2024-01", "2024-03"):
+        name = f"yellow_tripdata_{month}.parquet"
+        shutil.copy(DATA_DIR / name, tmp_path / name)
+    months = {"train_month": "2023-02..2023-04", "val_month": "2024-01", "test_month": "2024-03"}
+    params = DEFAULTS | months | {"taxi": "yellow", "source": str(tmp_path)}
+    ingest = plan(params)[0]
+    before = input_digest(ingest, None)
+    assert before == source_fingerprint(
+        str(tmp_path), "yellow", ["2023-02", "2023-03", "2023-04", "2024-01", "2024-03"]
+    )
+    os.utime(tmp_path / "yellow_tripdata_2023-03.parquet", ns=(1, 1))  # the middle month
+    assert input_digest(ingest, None) not in (None, before)

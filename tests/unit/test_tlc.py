@@ -1,4 +1,6 @@
+import os
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -7,7 +9,15 @@ import pytest
 
 from steps.contracts import DISTANCE, DO, DROPOFF, PICKUP, PU, TRIP_COLUMNS
 from steps.errors import PipelineError
-from steps.tlc import check_parquet, fetch_month, month_location, read_trips
+from steps.tlc import (
+    check_parquet,
+    fetch_month,
+    month_location,
+    parquet_digest,
+    read_trips,
+    read_trips_table,
+    source_fingerprint,
+)
 
 
 @pytest.mark.parametrize(
@@ -111,3 +121,50 @@ def test_fetch_month_refuses_a_corrupt_file_in_a_folder(tmp_path, data_dir):
     (tmp_path / "green_tripdata_2021-02.parquet").write_text("not parquet")
     with pytest.raises(PipelineError, match="not a valid parquet file"):
         fetch_month(str(tmp_path), "green", "2021-02", tmp_path / "cache")
+
+
+def _with_unreadable_column(source: Path, dest: Path, column: str) -> None:
+    """Copy a parquet file with the data pages of one column overwritten by garbage: reading that
+    column fails, reading any other works."""
+    data = bytearray(source.read_bytes())
+    meta = pq.ParquetFile(source).metadata
+    index = meta.schema.to_arrow_schema().names.index(column)
+    for group in range(meta.num_row_groups):
+        chunk = meta.row_group(group).column(index)
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        data[start : start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    dest.write_bytes(bytes(data))
+
+
+def test_read_trips_reads_only_the_columns_it_needs(tmp_path, data_dir):
+    """Column projection: a yellow month's extra columns are never read, so they cost nothing
+    (here one of them is unreadable, and the month still reads)."""
+    path = tmp_path / "yellow_tripdata_2023-03.parquet"
+    _with_unreadable_column(data_dir / path.name, path, "congestion_surcharge")
+    with pytest.raises((OSError, pa.ArrowInvalid)):
+        pq.read_table(path)  # the whole file cannot be read...
+    table = read_trips_table(path)  # ...but the five columns the pipeline uses can
+    assert tuple(table.column_names) == TRIP_COLUMNS
+    assert table.num_rows == pq.ParquetFile(path).metadata.num_rows
+
+
+def test_parquet_digest_names_the_content_not_the_path(tmp_path, data_dir):
+    name = "yellow_tripdata_2023-03.parquet"
+    shutil.copy(data_dir / name, tmp_path / name)
+    assert parquet_digest(tmp_path / name) == parquet_digest(data_dir / name)
+    table = pq.read_table(data_dir / name)
+    distance = table.column("trip_distance").to_pylist()
+    distance[0] = 999.0  # one trip changed
+    index = table.column_names.index("trip_distance")
+    pq.write_table(table.set_column(index, "trip_distance", pa.array(distance)), tmp_path / name)
+    assert parquet_digest(tmp_path / name) != parquet_digest(data_dir / name)
+
+
+def test_source_fingerprint_has_an_entry_per_month(tmp_path, data_dir):
+    for month in ("2023-02", "2023-03"):
+        shutil.copy(data_dir / f"yellow_tripdata_{month}.parquet", tmp_path)
+    both = source_fingerprint(str(tmp_path), "yellow", ["2023-02", "2023-03"])
+    assert both != source_fingerprint(str(tmp_path), "yellow", ["2023-02"])
+    os.utime(tmp_path / "yellow_tripdata_2023-03.parquet", ns=(1, 1))
+    assert source_fingerprint(str(tmp_path), "yellow", ["2023-02", "2023-03"]) != both
+    assert source_fingerprint(str(tmp_path), "yellow", ["2023-02", "2023-04"]) is None
