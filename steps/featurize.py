@@ -73,14 +73,18 @@ ENCODING_WORDS = {
 }
 
 
-def describe(features: Features, min_duration: float, max_duration: float) -> str:
+def describe(
+    encoding: str,
+    n_features: int,
+    stats: dict[str, FilterStats],
+    min_duration: float,
+    max_duration: float,
+) -> str:
     """The run's description (markdown, shown on its page in the MLflow UI)."""
-    encoding = features.preprocessor.encoding
-    n_features = features.matrices["train"].columns
     rows = "\n".join(
         f"| {split} | {st.rows_in:,} | {st.rows_kept:,} | {st.dropped_duration:,} | "
         f"{st.unknown_zone:,} | {st.invalid_distance:,} |"
-        for split, st in features.stats.items()
+        for split, st in stats.items()
     )
     return f"""\
 Kept the trips lasting **{min_duration:g} to {max_duration:g} minutes**; encoding \
@@ -156,7 +160,7 @@ def main(ingest_run: str, encoding: str, min_duration: float, max_duration: floa
             }
         runs.log_metrics(metrics)
         runs.set_tags({**runs.data_tags(upstream), "encoding": encoding})
-        runs.set_description(describe(features, min_duration, max_duration))
+        runs.set_description(describe(encoding, n_features, stats, min_duration, max_duration))
         print(
             f"featurize: runs:/{run.info.run_id} encoding={encoding} "
             + ", ".join(f"{s}={st.rows_kept} rows kept" for s, st in stats.items())

@@ -41,6 +41,7 @@ from steps.contracts import (
     STEPS,
     SUMMARY_FILE,
     TRIALS_FILE,
+    runs_table_url,
 )
 from tests.conftest import (
     DATA_DIR,
@@ -194,9 +195,10 @@ def test_pipeline_runs_as_a_tree_of_finished_runs(stack, pipelines, mode):
     result = pipelines[mode]
     finished(result)
     assert f"{MODEL_NAME} version 1, alias champion" in result.stdout
-    assert f"open {stack.servers[mode].uri}" in result.stdout
     with client_of(stack, mode) as client:
         experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+        link = runs_table_url(stack.servers[mode].uri, experiment.experiment_id)
+        assert f"browse the runs at    {link}\n" in result.stdout
         runs = client.search_runs([experiment.experiment_id], max_results=1000)
         mains = [r for r in runs if r.data.tags.get(STEP_TAG) == "main"]
         assert len(mains) == 1

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from steps import featurize, hpo, ingest, main, train_best
 from steps.contracts import DISTANCE, DO, PROJECT_DIR, PU, runs_table_url
-from steps.features import FeatureMatrix, FilterStats, make_preprocessor
+from steps.features import FilterStats
 from steps.ui import ui_lines
 from tests.unit.test_main_plan import DEFAULTS
 
@@ -19,6 +19,8 @@ SUMMARY = {
     "best_val_rmse": 6.0612,
     "n_trials": 50,
     "val_rmse": 6.0612,
+    "search_train_rows": 62_494,
+    "train_rows": 62_494,
     "test_rmse": 6.2871,
     "model_name": "nyc-taxi-duration",
     "model_version": "3",
@@ -104,7 +106,7 @@ def test_ingest_description_tabulates_each_split():
             DISTANCE: [1.5, 2.5],
         }
     )
-    profile = {"train": ingest.profile_split(trips, month)}
+    profile = {"train": ingest.profile_split(pa.Table.from_pandas(trips), month)}
     text = ingest.describe("green", "tests/data", profile)
     assert "**green** taxi trips from `tests/data`" in text
     assert ["train", "2021-01", "2", "1", "41.0", "2.0", "2"] in table_rows(text)
@@ -114,11 +116,7 @@ def test_featurize_description_tabulates_what_each_split_kept():
     stats = FilterStats(
         rows_in=3000, rows_kept=2892, dropped_duration=108, unknown_zone=4, invalid_distance=1
     )
-    matrix = FeatureMatrix(pd.DataFrame({PU: [1], DO: [2], DISTANCE: [1.0]}), np.array([5.0]))
-    features = featurize.Features(
-        make_preprocessor("categorical"), {}, {"train": matrix}, {"train": stats}
-    )
-    text = featurize.describe(features, 1.0, 60.0)
+    text = featurize.describe("categorical", 3, {"train": stats}, 1.0, 60.0)
     assert "**1 to 60 minutes**" in text and "**categorical**" in text and "3 features" in text
     assert ["train", "3,000", "2,892", "108", "4", "1"] in table_rows(text)
 
