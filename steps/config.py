@@ -180,6 +180,16 @@ def check_tolerance(value: float) -> float:
     return value
 
 
+def check_min_improvement(value: float) -> float:
+    """Require a non-negative improvement (minutes of test RMSE) for a new champion."""
+    if not value >= 0:  # NaN too
+        raise PipelineError(
+            f"min_improvement must be >= 0 (minutes of test RMSE the candidate must gain over "
+            f"the champion; 0 = any gain), got {value}"
+        )
+    return value
+
+
 def check_model_name(name: str) -> str:
     """Require a registered-model name that works in `models:/<name>@alias` URIs."""
     if not _MODEL_NAME_RE.match(name):

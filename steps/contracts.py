@@ -96,6 +96,9 @@ ZONE_IDS: Final = tuple(range(1, 266))
 PREDICTION: Final = "predicted_duration"
 COMPARE_PREDICTION: Final = "compare_predicted_duration"
 PREDICTION_INPUT_COLUMNS: Final = (PICKUP, PU, DO, DISTANCE, TARGET)
+# MLflow's name for the test RMSE among its standard regression metrics (mlflow.models.evaluate),
+# the metric register's gate compares.
+RMSE_METRIC: Final = "root_mean_squared_error"
 
 # --- encodings -----------------------------------------------------------------------------
 ENCODINGS: Final = ("categorical", "onehot")

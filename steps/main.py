@@ -29,6 +29,7 @@ from steps.config import (
     check_backend,
     check_duration_bounds,
     check_encoding,
+    check_min_improvement,
     check_model_name,
     check_positive,
     check_sample_rows,
@@ -92,6 +93,7 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
     check_sample_rows(params["hpo_sample_rows"])
     check_tolerance(params["rmse_tolerance"])
     check_model_name(params["model_name"])
+    check_min_improvement(params["min_improvement"])
 
     def pick(*names: str) -> dict[str, Any]:
         return {name: params[name] for name in names}
@@ -112,7 +114,7 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
         FEATURIZE: pick("encoding", "min_duration", "max_duration"),
         HPO: budget,
         TRAIN_BEST: pick("rmse_tolerance"),
-        REGISTER: pick("model_name"),
+        REGISTER: pick("model_name", "min_improvement"),
     }
     return [
         StepCall(step, own, UPSTREAM[step][0] if step in UPSTREAM else None)
@@ -287,6 +289,7 @@ Load the champion with `mlflow.pyfunc.load_model("models:/{name}@{CHAMPION}")`.
 @click.option("--hpo-sample-rows", type=int, default=DEFAULT_HPO_SAMPLE_ROWS, show_default=True)
 @click.option("--rmse-tolerance", type=float, default=0.0, show_default=True)
 @click.option("--model-name", default=MODEL_NAME, show_default=True)
+@click.option("--min-improvement", type=float, default=0.0, show_default=True)
 @click.option(
     "--force",
     default="false",

@@ -3,13 +3,16 @@
 It bundles the fitted preprocessor with the XGBoost booster, so `models:/<name>@champion`
 needs nothing but raw records (PULocationID, DOLocationID, trip_distance; extra columns such
 as a full TLC row are ignored). This module also says how the model is logged (signature,
-pinned requirements) and loaded.
+pinned requirements), loaded and evaluated (MLflow's standard regression metrics, and the
+comparison of a candidate with a baseline that register's gate makes).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
+import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,13 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
+from mlflow.models import EvaluationResult, MetricThreshold, ModelSignature
+from mlflow.models.evaluation.validation import ModelValidationFailedException
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
 
 from steps import features
-from steps.contracts import MODEL_INPUT_COLUMNS
+from steps.contracts import MODEL_INPUT_COLUMNS, PREDICTION, RMSE_METRIC, TARGET
 
 BOOSTER_ARTIFACT = "booster"
 PREPROCESSOR_ARTIFACT = "preprocessor"
@@ -115,3 +119,64 @@ def spark_udf(spark: Any, model_uri: str) -> Any:
         return mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager="local")
     finally:
         pyfunc_logger.setLevel(level)
+
+
+def evaluate_predictions(
+    targets: np.ndarray, predictions: np.ndarray, model_id: str, dataset_name: str
+) -> dict[str, float]:
+    """MLflow's standard regression metrics (root_mean_squared_error, mean_absolute_error,
+    r2_score, max_error, ...) of `predictions` against `targets`, logged to the active run and
+    linked to the logged model `model_id` (the model's page lists them, with the dataset).
+
+    The predictions are the ones the step already made: evaluating them costs what computing
+    the metrics costs, where evaluating the pyfunc would load the model and predict again.
+    """
+    from mlflow.data.pandas_dataset import from_pandas  # train_best alone needs it
+
+    frame = pd.DataFrame({TARGET: np.asarray(targets), PREDICTION: np.asarray(predictions)})
+    with warnings.catch_warnings():
+        # from_pandas warns that the source is unknown: the rows are in the run's lineage.
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = from_pandas(frame, targets=TARGET, predictions=PREDICTION, name=dataset_name)
+    # evaluate announces at INFO that it made the model active and tests a row first.
+    quiet = [logging.getLogger(n) for n in ("mlflow.tracking.fluent", "mlflow.models.evaluation")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        result = mlflow.models.evaluate(
+            data=dataset,
+            model_type="regressor",
+            # shap (explainability plots) is not installed, and the step draws its own.
+            evaluator_config={"log_model_explainability": False},
+            model_id=model_id,
+        )
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+    return {name: float(value) for name, value in result.metrics.items()}
+
+
+def improvement_shortfall(
+    candidate_rmse: float, baseline_rmse: float, min_improvement: float
+) -> str | None:
+    """Whether the candidate's RMSE is lower than the baseline's by at least `min_improvement`,
+    asked of MLflow's validate_evaluation_results; None if it is, else MLflow's sentence why not.
+
+    MLflow wants a positive minimum change and passes a candidate equal to the baseline minus
+    it; with `min_improvement` 0, one representable step (math.ulp) makes "lower" strict, so a
+    tie keeps the champion.
+    """
+    threshold = MetricThreshold(
+        greater_is_better=False,
+        min_absolute_change=max(min_improvement, math.ulp(baseline_rmse)),
+    )
+    try:
+        mlflow.validate_evaluation_results(
+            validation_thresholds={RMSE_METRIC: threshold},
+            candidate_result=EvaluationResult({RMSE_METRIC: candidate_rmse}, {}, run_id=""),
+            baseline_result=EvaluationResult({RMSE_METRIC: baseline_rmse}, {}, run_id=""),
+        )
+    except ModelValidationFailedException as exc:
+        return " ".join(exc.message.split())
+    return None

@@ -234,6 +234,25 @@ def set_alias(name: str, alias: str, version: str) -> None:
         on_conflict_retry(lambda: client().set_registered_model_alias(name, alias, version))
 
 
+def describe_version(name: str, version: str, markdown: str) -> None:
+    """Set version `version`'s description (markdown in the UI); the last writer wins (two
+    registers of one run describe it alike)."""
+    with one_line(name, f"describe version {version}"):
+        on_conflict_retry(
+            lambda: client().update_model_version(name, version, description=markdown)
+        )
+
+
+def describe_model_if_blank(name: str, markdown: str) -> None:
+    """Give the registered model `name` this description if it has none: one a person wrote
+    in the UI is kept. Two registers at the same moment may both write it; they write the
+    same text."""
+    with one_line(name, "describe the registered model"):
+        found = find_model(name)
+        if found is not None and not (found.description or "").strip():
+            on_conflict_retry(lambda: client().update_registered_model(name, description=markdown))
+
+
 def withdraw_version(name: str, version: str) -> None:
     """Delete a version this process registered and could not finish, unless it is the
     champion by now (a second register of the same run adopted it and moved the alias)."""

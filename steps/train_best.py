@@ -9,7 +9,10 @@ preprocessor/preprocessor.pkl, autolog's per-iteration metrics and importances, 
 of the test month: plots/test_predictions.png (predicted vs actual), plots/test_errors.png
 (error by distance band and pickup hour), plots/feature_importance.png (each input's share of
 the gain). Metrics: val_rmse, test_rmse, training_seconds, n_trees, train_rows and val_rows (the
-rows the refit used: every row, whatever sample hpo searched on). Tag model_uri (models:/m-...).
+rows the refit used: every row, whatever sample hpo searched on), and MLflow's standard
+regression metrics of the test month (mlflow.models.evaluate: root_mean_squared_error,
+mean_absolute_error, r2_score, mean_absolute_percentage_error, max_error, ...), which are also
+linked to the logged model. Tag model_uri (models:/m-...).
 The run's description (its page in the MLflow UI) sums them up.
 """
 
@@ -140,7 +143,7 @@ with early stopping on the validation month, then scored the test month ({test_m
 - validation RMSE: {metrics["val_rmse"]:.3f} minutes
 - test RMSE: **{metrics["test_rmse"]:.3f} minutes**
 - trees: {int(metrics["n_trees"])} (max depth {chosen.params["max_depth"]})
-
+{standard_metrics_line(metrics)}
 Largest errors on the test month: trips of {worst.name} (RMSE {worst["rmse"]:.1f} min over \
 {int(worst["trips"]):,} trips). Share of the gain: {relies}.
 
@@ -148,6 +151,20 @@ Pictures: `{TEST_PREDICTIONS_PLOT}`, `{TEST_ERRORS_PLOT}`, `{FEATURE_IMPORTANCE_
 The model, `{model_uri}`, takes raw trip records ({", ".join(MODEL_INPUT_COLUMNS)}) and \
 answers minutes: `mlflow.pyfunc.load_model("{model_uri}")`.
 """
+
+
+def standard_metrics_line(metrics: Mapping[str, float]) -> str:
+    """A list item with a few of MLflow's standard regression metrics, if they were logged."""
+    shown = {
+        "mean_absolute_error": "MAE {:.3f} min",
+        "r2_score": "R² {:.3f}",
+        "mean_absolute_percentage_error": "MAPE {:.1%}",
+        "max_error": "max error {:.1f} min",
+    }
+    parts = [text.format(metrics[name]) for name, text in shown.items() if name in metrics]
+    if not parts:
+        return ""
+    return f"- on the test month (`mlflow.models.evaluate`): {', '.join(parts)}\n"
 
 
 @click.command(help=__doc__)
@@ -217,6 +234,13 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
             "selected_trial_rmse": chosen.rmse,
         }
         runs.log_metrics({**metrics, **rows})
+        data = runs.data_tags(hpo)
+        standard = model.evaluate_predictions(
+            y_test,
+            np.asarray(test_pred),
+            model_uri.removeprefix("models:/"),
+            f"{data.get('taxi', '?')} {data.get('test_month', '?')} test trips",
+        )
         runs.set_tags(
             {
                 **runs.data_tags(hpo),
@@ -229,7 +253,15 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
         )
         test_month = runs.data_tags(hpo).get("test_month", "?")
         runs.set_description(
-            describe(chosen, rmse_tolerance, metrics, test_month, errors, shares, model_uri)
+            describe(
+                chosen,
+                rmse_tolerance,
+                {**standard, **metrics},
+                test_month,
+                errors,
+                shares,
+                model_uri,
+            )
         )
         print(
             f"train_best: runs:/{run.info.run_id} trial {chosen.run_id} -> val RMSE "

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from steps import featurize, hpo, ingest, main, train_best
+from steps import featurize, hpo, ingest, main, register, train_best
 from steps.contracts import DISTANCE, DO, PROJECT_DIR, PU, runs_table_url
 from steps.features import FilterStats
 from steps.ui import ui_lines
@@ -150,6 +150,100 @@ def test_train_best_description_says_what_was_retrained_and_where_it_errs():
     assert "- test RMSE: **6.300 minutes**" in text
     assert "trips of 10-20 mi (RMSE 11.5 min over 30 trips)" in text
     assert "trip distance 80%, pickup zone 20%" in text
+
+
+def test_train_best_description_lists_mlflows_standard_metrics_when_logged():
+    chosen = train_best.Candidate("t9", {"max_depth": 7}, 6.1, 80, "trial-009")
+    errors = {
+        "distance": pd.DataFrame(
+            {"trips": [900], "rmse": [4.0], "mean_error": [0.1]}, index=["0-1 mi"]
+        )
+    }
+    shares = pd.Series({DISTANCE: 1.0})
+    metrics = {"val_rmse": 6.1, "test_rmse": 6.3, "n_trees": 80.0}
+    standard = {"mean_absolute_error": 4.42, "r2_score": 0.691, "max_error": 38.4}
+    with_them = train_best.describe(
+        chosen, 0.0, metrics | standard, "2021-03", errors, shares, "models:/m-1"
+    )
+    assert (
+        "- on the test month (`mlflow.models.evaluate`): MAE 4.420 min, R² 0.691, "
+        "max error 38.4 min\n" in with_them
+    )
+    without = train_best.describe(chosen, 0.0, metrics, "2021-03", errors, shares, "models:/m-1")
+    assert "mlflow.models.evaluate" not in without
+
+
+CANDIDACY = register.Candidacy(
+    "r7",
+    "4",
+    {"taxi": "green", "train_month": "2021-01", "val_month": "2021-02", "test_month": "2021-03"},
+    6.1234,
+    6.2871,
+)
+
+
+def test_registered_model_description_says_what_it_predicts_inputs_load_and_serve():
+    text = register.model_description("nyc-taxi-duration")
+    assert "**in minutes**" in text
+    assert [row for row in table_rows(text) if row[0] == "`PULocationID`"] == [
+        ["`PULocationID`", "pickup taxi zone, a TLC zone ID (1..265)"]
+    ]
+    assert {row[0] for row in table_rows(text)} >= {"`DOLocationID`", "`trip_distance`"}
+    assert "`mlflow.pyfunc.load_model('models:/nyc-taxi-duration@champion')`" in text
+    assert "`make serve` answers" in text
+    other = register.model_description("my-model")
+    assert "`make serve MODEL_URI=models:/my-model@champion`" in other
+
+
+def test_version_description_names_run_data_rmses_and_outcome():
+    pending = register.version_description(CANDIDACY)
+    assert pending.startswith(
+        "XGBoost retrained by [train_best run `r7`](#/experiments/4/runs/r7) on green taxi "
+        "trips: trained on 2021-01, validated on 2021-02, tested on 2021-03."
+    )
+    assert "- validation RMSE: 6.123 minutes\n- test RMSE: **6.287 minutes**\n" in pending
+    assert "champion" not in pending
+    incumbent = register.Incumbent("2", 6.1, "tested on 2021-03")
+    stays = register.Decision(False, "test RMSE 6.2871 does not beat ...; champion stays")
+    text = register.version_description(CANDIDACY, stays, incumbent)
+    assert text.endswith(
+        "- **challenger; v2 stays champion**: test RMSE 6.2871 does not beat ...; champion stays\n"
+    )
+    became = register.version_description(CANDIDACY, register.Decision(True, "no champion yet"))
+    assert became.endswith("- **became champion**: no champion yet\n")
+
+
+def test_register_run_description_tabulates_both_rmses_and_the_rule():
+    incumbent = register.Incumbent("2", 6.1, "re-scored on 2021-03")
+    decision = register.Decision(False, "test RMSE 6.2871 does not beat ...", "failed")
+    text = register.run_description("nyc-taxi-duration", "3", CANDIDACY, decision, incumbent, 0.5)
+    assert text.startswith("Registered `nyc-taxi-duration` **v3** from [train_best run `r7`]")
+    assert table_rows(text)[1:] == [
+        ["candidate", "v3", "6.2871"],
+        ["champion", "v2", "6.1000 (re-scored on 2021-03)"],
+    ]
+    assert "lower than the champion's by at least **0.5 minutes**" in text
+    assert "min_improvement=0.5" in text
+    first = register.run_description(
+        "nyc-taxi-duration", "1", CANDIDACY, register.Decision(True, "no champion yet"), None, 0
+    )
+    assert table_rows(first)[1:] == [["candidate", "v1", "6.2871"]]
+    assert "when its test RMSE is lower than the champion's (" in first
+
+
+def test_registration_comparison_records_threshold_and_both_rmses():
+    incumbent = register.Incumbent("2", 6.1, "tested on 2021-03")
+    decision = register.Decision(False, "...", "Metric root_mean_squared_error ... failed")
+    record = register.comparison(CANDIDACY, "3", incumbent, 0.5, decision)
+    assert record == {
+        "metric": "root_mean_squared_error",
+        "test_month": "2021-03",
+        "taxi": "green",
+        "min_improvement": 0.5,
+        "candidate": {"version": "3", "test_rmse": 6.2871},
+        "champion": {"version": "2", "test_rmse": 6.1, "how": "tested on 2021-03"},
+        "validation": "Metric root_mean_squared_error ... failed",
+    }
 
 
 def test_make_ui_prints_the_runs_table_link_or_says_the_store_is_empty():

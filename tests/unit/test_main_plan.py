@@ -29,6 +29,7 @@ DEFAULTS = {
     "hpo_sample_rows": 250_000,
     "rmse_tolerance": 0.0,
     "model_name": "nyc-taxi-duration",
+    "min_improvement": 0.0,
 }
 
 
@@ -73,11 +74,18 @@ def test_plan_splits_parameters_into_the_five_steps_in_order():
         ({"train_month": "2021-01..2020-11"}, "ends before it starts"),
         ({"val_month": "2021-02..2021-03"}, "val_month must look like YYYY-MM"),
         ({"hpo_sample_rows": -1}, "hpo_sample_rows must be 0"),
+        ({"min_improvement": -0.1}, "min_improvement must be >= 0"),
+        ({"min_improvement": float("nan")}, "min_improvement must be >= 0"),
     ],
 )
 def test_plan_refuses_bad_parameters_before_any_step(override, message):
     with pytest.raises(PipelineError, match=message):
         plan(DEFAULTS | override)
+
+
+def test_plan_passes_min_improvement_to_register():
+    register = plan(DEFAULTS | {"min_improvement": 0.25})[-1]
+    assert register.params == {"model_name": "nyc-taxi-duration", "min_improvement": 0.25}
 
 
 def test_plan_accepts_a_training_window_before_the_validation_month():

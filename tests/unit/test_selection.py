@@ -44,3 +44,32 @@ def test_champion_moves_only_on_strictly_better_test_rmse():
     assert not decide_champion(6.0, incumbent).promote
     stays = decide_champion(6.2, incumbent)
     assert not stays.promote and "champion stays" in stays.reason and "v3" in stays.reason
+
+
+def test_a_tie_keeps_the_champion_and_says_what_mlflow_found():
+    stays = decide_champion(6.0, Incumbent("3", 6.0, "tested on 2021-03"))
+    assert not stays.promote
+    assert "root_mean_squared_error minimum absolute change check failed" in stays.validation
+
+
+def test_min_improvement_is_the_gain_the_candidate_must_reach():
+    incumbent = Incumbent("3", 6.0, "re-scored on 2021-03")
+    short = decide_champion(5.9, incumbent, min_improvement=0.5)
+    assert not short.promote
+    assert short.reason == (
+        "test RMSE 5.9000 does not beat champion v3's 6.0000 (re-scored on 2021-03) "
+        "by min_improvement 0.5; champion stays"
+    )
+    assert "candidate model root_mean_squared_error = 5.9" in short.validation
+    assert "threshold = 0.5" in short.validation
+    enough = decide_champion(5.5, incumbent, min_improvement=0.5)  # exactly the gain asked
+    assert enough.promote and enough.validation == "root_mean_squared_error passed"
+    assert "beats champion v3's 6.0000 (re-scored on 2021-03) by min_improvement 0.5" in (
+        enough.reason
+    )
+
+
+def test_no_champion_or_the_same_version_needs_no_comparison():
+    assert decide_champion(9.9, None, min_improvement=5).promote
+    same = decide_champion(9.9, Incumbent("3", 6.0, "tested on 2021-03"), "3", 5)
+    assert same.promote and same.reason == "v3 is already the champion" and not same.validation
