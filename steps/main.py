@@ -242,7 +242,7 @@ def describe(summary: dict[str, Any], params: dict[str, Any], experiment_id: str
     outcome = (
         f"now the **{CHAMPION}**"
         if summary["promoted"]
-        else f"a challenger: the {CHAMPION} stays (it does better on its test month)"
+        else f"a challenger: the {CHAMPION} stays (the register run says why)"
     )
     steps = ", ".join(
         f"[{step}](#/experiments/{experiment_id}/runs/{rid})"
