@@ -3,7 +3,10 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Extra `mlflow run` arguments, e.g. make run ARGS="-P source=data -P max_evals=20"
+# make run: which entry point, and extra `mlflow run` arguments, e.g.
+#   make run ARGS="-P source=data -P max_evals=20"
+#   make run ENTRY=predict ARGS="-P months=2021-04..2021-06"
+ENTRY  ?= main
 ARGS   ?=
 # make ui: the tracking store to browse, where the UI listens, more `mlflow ui` options
 STORE   ?= sqlite:///mlflow.db
@@ -44,8 +47,8 @@ $(BIN)/.installed-dev: $(BIN)/.installed
 	@touch $@
 
 # The steps' commands call `python`: the venv must come first on PATH, as if activated.
-run: install ## Run the whole pipeline on the embedded store (sqlite:///mlflow.db)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow run . -e main --env-manager local $(ARGS)
+run: install ## Run the pipeline (or ENTRY=predict|promote|<step>) on the embedded store (sqlite:///mlflow.db)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow run . -e $(ENTRY) --env-manager local $(ARGS)
 
 # `mlflow models serve` starts `uvicorn` from PATH: the venv comes first here too.
 serve: install ## Serve the champion as a REST API (mlflow models serve) on 127.0.0.1:5001

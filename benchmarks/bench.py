@@ -1,9 +1,10 @@
 """Benchmark: the course notebook's flow against this pipeline, and the pipeline at scale.
 
-Run with `make bench` (or `python benchmarks/bench.py --data ../shared/data`). Everything runs
+Run with `make bench` (or `python benchmarks/bench.py --data data`). Everything runs
 for real, in one process tree on this machine, in a temporary directory; nothing is mocked.
 
-1. course flow: ../shared/reference/notebook_baseline.py with --course-trials trials;
+1. course flow: the course notebook as one script (reference/notebook_baseline.py beside the
+   data folder) with --course-trials trials;
 2. hpo with each encoding: seconds per trial, best validation RMSE after the same number of
    trials, time to reach the course flow's best RMSE;
 3. the default `main` (50 trials): wall time, each step's own time, orchestration overhead,
@@ -439,7 +440,12 @@ def big_table(result: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT / "data",
+        help="folder of TLC files (make data fills data/)",
+    )
     parser.add_argument("--course-trials", type=int, default=3)
     parser.add_argument("--onehot-trials", type=int, default=3)
     parser.add_argument(

@@ -1,6 +1,6 @@
 """Benchmark: batch scoring with `predict`, the pandas engine against the Spark engine.
 
-Run with `python benchmarks/predict.py --data ../shared/data` from the project root. Everything
+Run with `python benchmarks/predict.py --data data` from the project root. Everything
 runs for real on this machine, in a temporary directory; nothing is mocked.
 
 1. The model: `--tracking-uri` and `--model-uri` name an existing one, or the benchmark trains
@@ -173,7 +173,12 @@ def table(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT / "data",
+        help="folder of TLC files (make data fills data/)",
+    )
     parser.add_argument("--repeats", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--limit", type=int, default=None, help="cut the input to N rows")
     parser.add_argument("--engines", nargs="+", default=["pandas", "spark"])

@@ -3,7 +3,7 @@
 Starts PostgreSQL, S3 (moto) and `mlflow server` with docker/compose.yaml's command (proxied
 artifacts) on 127.0.0.1, the same helpers the remote tests use, then times
 `mlflow run . -e main` on the real months against it and against sqlite:///mlflow.db.
-Run: python benchmarks/remote.py --data ../shared/data [--max-evals 50]
+Run: python benchmarks/remote.py --data data [--max-evals 50]
 """
 
 from __future__ import annotations
@@ -46,7 +46,12 @@ def figures(uri: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT / "data",
+        help="folder of TLC files (make data fills data/)",
+    )
     parser.add_argument("--max-evals", type=int, default=50)
     args = parser.parse_args()
     data = args.data.resolve()

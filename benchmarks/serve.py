@@ -168,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default=f"sqlite:///{ROOT / 'mlflow.db'}")
     parser.add_argument("--model-uri", default=DEFAULT_MODEL_URI)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=ROOT / "data", help="TLC files (make data)")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the server")
     parser.add_argument("--small-requests", type=int, default=1000, help="1-record requests")

@@ -71,27 +71,38 @@ def pin_tracking_uri() -> None:
 # --- the step's own run ---------------------------------------------------------------------
 
 
+# Where `download` puts upstream artifacts while a step runs (see step_run).
+_scratch: Path | None = None
+
+
 @contextmanager
 def step_run(step: str) -> Iterator[Run]:
     """The step's run: the one `mlflow run` created (MLFLOW_RUN_ID) or a new one when run alone.
 
-    An exception inside the block ends the run FAILED; the CLI shell then exits non-zero.
+    An exception inside the block ends the run FAILED; the CLI shell then exits non-zero. The
+    upstream artifacts the step downloads (`download`) live in a scratch folder removed when the
+    block ends, however it ends: a month's splits never pile up in the temp folder.
     """
+    global _scratch
     # Artifact progress bars would print one line per download into the step's log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     check_tracking_server(tracking_uri())
-    with mlflow.start_run() as run:
-        mlflow.set_tags(
-            {
-                STEP_TAG: step,
-                CODE_TAG: code_fingerprint(PROJECT_DIR, step),
-                HOST_TAG: socket.gethostname(),
-                PID_TAG: os.getpid(),
-            }
-        )
-        yield run
-        # What the step needed at most: memory stays bounded as months grow (benchmarks/).
-        mlflow.log_metric(PEAK_RSS_METRIC, peak_rss_mib())
+    with tempfile.TemporaryDirectory(prefix="nyc-taxi-") as scratch, mlflow.start_run() as run:
+        _scratch = Path(scratch)
+        try:
+            mlflow.set_tags(
+                {
+                    STEP_TAG: step,
+                    CODE_TAG: code_fingerprint(PROJECT_DIR, step),
+                    HOST_TAG: socket.gethostname(),
+                    PID_TAG: os.getpid(),
+                }
+            )
+            yield run
+            # What the step needed at most: memory stays bounded as months grow (benchmarks/).
+            mlflow.log_metric(PEAK_RSS_METRIC, peak_rss_mib())
+        finally:
+            _scratch = None
 
 
 def active_run() -> Run:
@@ -305,8 +316,9 @@ def data_tags(run: Run) -> dict[str, str]:
 
 
 def download(run_id: str, artifact_path: str, dst: Path | None = None) -> Path:
-    """Download one artifact (file or folder) of a run; returns the local path."""
-    dst = dst or Path(tempfile.mkdtemp(prefix="nyc-taxi-"))
+    """Download one artifact (file or folder) of a run; returns the local path (by default in
+    the step's scratch folder, removed when the step run ends)."""
+    dst = dst or Path(tempfile.mkdtemp(prefix="nyc-taxi-", dir=_scratch))
     local = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
     )

@@ -3,6 +3,8 @@ store (a whole pipeline run) that every test which only reads its results shares
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -133,11 +135,22 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:
     store in a fresh directory; no --experiment-name), on the samples with a small budget.
 
     Shared by every test that only reads it; a test that writes runs or moves aliases takes
-    `store_copy` instead.
+    `store_copy` instead. Under pytest-xdist the workers share one run: the first to get the
+    lock makes it, the others wait and read what it printed.
     """
-    root = tmp_path_factory.mktemp("trained")
-    params = {"source": str(DATA_DIR), **FAST_HPO}
-    result = mlflow_run("-e", "main", cwd=root, params=params, MLFLOW_TRACKING_URI="")
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root, printed = shared / "trained", shared / "trained.json"
+    with (shared / "trained.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not printed.exists():
+            root.mkdir()
+            params = {"source": str(DATA_DIR), **FAST_HPO}
+            ran = mlflow_run("-e", "main", cwd=root, params=params, MLFLOW_TRACKING_URI="")
+            outcome = {"args": ran.args, "returncode": ran.returncode}
+            outcome |= {"stdout": ran.stdout, "stderr": ran.stderr}
+            printed.write_text(json.dumps(outcome))
+    result = subprocess.CompletedProcess(**json.loads(printed.read_text()))
     assert result.returncode == 0, result.stderr[-4000:]
     return TrainedStore(root, result)
 

@@ -71,6 +71,7 @@ def rid(uri: str) -> str:
 def chain(tmp_path_factory):
     """ingest -> featurize -> hpo -> train_best -> register, once, shared by the tests below."""
     store = Store(tmp_path_factory.mktemp("steps"))
+    store.env["TMPDIR"] = str(tmp_path_factory.mktemp("steps-tmp"))  # see the last chain test
     uris = {"ingest": store.ok("ingest", "--source", str(DATA_DIR))}
     uris["featurize"] = store.ok("featurize", "--ingest-run", uris["ingest"])
     hpo_args = [f"--{k.replace('_', '-')}={v}" for k, v in FAST_HPO.items()]
@@ -191,6 +192,13 @@ def test_a_worse_model_is_registered_as_challenger_and_champion_stays(chain):
 
 
 # --- refusals: one line, exit 2, the run FAILED, nothing left behind --------------------------
+
+
+def test_the_steps_leave_nothing_in_the_temp_folder(chain):
+    """The upstream artifacts a step downloads (a month's splits and matrices) are removed when
+    its run ends: five steps later, their temp folder is empty."""
+    store, _ = chain
+    assert list(Path(store.env["TMPDIR"]).iterdir()) == []
 
 
 def assert_refused(result, *fragments: str) -> None:
