@@ -8,6 +8,7 @@ BIN    := $(VENV)/bin
 #   make run ENTRY=predict ARGS="-P months=2021-04..2021-06"
 ENTRY  ?= main
 ARGS   ?=
+TEST_JOBS ?= 3
 # make ui: the tracking store to browse, where the UI listens, more `mlflow ui` options
 STORE   ?= sqlite:///mlflow.db
 UI_PORT ?= 5000
@@ -55,8 +56,10 @@ serve: install ## Serve the champion as a REST API (mlflow models serve) on 127.
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow models serve -m "$(MODEL_URI)" \
 	  --env-manager local -h $(SERVE_HOST) -p $(SERVE_PORT)
 
+# make test: test files run in parallel (pytest-xdist), each file whole on one worker, since a
+# file's tests share the servers and stores it starts. TEST_JOBS=0 runs them in one process, one after another.
 test: $(BIN)/.installed-test ## Run the unit, integration, e2e, reliability and browser tests
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 lint: $(BIN)/.installed-dev ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .

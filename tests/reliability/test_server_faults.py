@@ -66,7 +66,7 @@ def statuses(client: MlflowClient, experiment: str) -> dict[str, str]:
 
 def test_server_stopped_and_restarted_mid_run_loses_no_result(server, tmp_path):
     client = MlflowClient(server.uri)
-    pipeline = start_main(server, tmp_path, "restart", max_evals="20")
+    pipeline = start_main(server, tmp_path, "restart", max_evals="8")
     wait_for(lambda: trials_logged(client, "restart"), what="the first trial")
     server.stop()
     subprocess.run(["sleep", "5"], check=True)  # down long enough for calls to fail and retry
@@ -75,7 +75,7 @@ def test_server_stopped_and_restarted_mid_run_loses_no_result(server, tmp_path):
     assert pipeline.returncode == 0, stderr[-3000:]
     runs = statuses(client, "restart")
     assert {status for _, status in runs.values()} == {"FINISHED"}
-    assert sum(step == "hpo_trial" for step, _ in runs.values()) == 20
+    assert sum(step == "hpo_trial" for step, _ in runs.values()) == 8
     exp = client.get_experiment_by_name("restart")
     main = client.search_runs([exp.experiment_id], f"tags.`{STEP_TAG}` = 'main'")[0]
     assert {"best_val_rmse", "test_rmse"} <= set(main.data.metrics)
@@ -85,7 +85,7 @@ def test_server_gone_for_good_fails_in_one_line_and_the_next_main_resumes(server
     client = MlflowClient(server.uri)
     impatient = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     command = mlflow_run_command(
-        "-e", "main", "--experiment-name", "gone", params={**PARAMS, "max_evals": "20"}
+        "-e", "main", "--experiment-name", "gone", params={**PARAMS, "max_evals": "8"}
     )
     pipeline = subprocess.Popen(
         command,

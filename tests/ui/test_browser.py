@@ -38,7 +38,7 @@ from steps.contracts import (
 )
 from steps.main import run_name
 from tests.conftest import FAST_HPO, bare_env, make_command
-from tests.ui.conftest import SHOTS
+from tests.ui.conftest import screenshots_folder
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -111,10 +111,9 @@ def ui(trained_store, tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    folder = Path(os.environ.get("UI_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+def shots(pytestconfig: pytest.Config) -> Path:
+    folder = screenshots_folder(pytestconfig)
     folder.mkdir(parents=True, exist_ok=True)
-    SHOTS.append(folder)
     return folder
 
 
