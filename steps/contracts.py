@@ -121,6 +121,8 @@ CODE_TAG: Final = "pipeline.code_fingerprint"  # every step run: see steps/reuse
 INPUT_DIGEST_TAG: Final = "pipeline.input_digest"
 OUTPUT_DIGEST_TAG: Final = "pipeline.output_digest"
 CHAMPION_AFTER_TAG: Final = "pipeline.champion_after"  # register: champion version it left
+# register: the last recorded move of champion when it ended (its champion_history.* key)
+CHAMPION_MOVE_TAG: Final = "pipeline.champion_move"
 HOST_TAG: Final = "pipeline.host"  # every step run: where its process runs...
 PID_TAG: Final = "pipeline.pid"  # ...and which process, so a later main can tell it died
 PEAK_RSS_METRIC: Final = "peak_rss_mib"  # every step run: its process's peak memory

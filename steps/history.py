@@ -63,6 +63,12 @@ def moves(tags: Mapping[str, str]) -> list[ChampionMove]:
     return found
 
 
+def last_move_key(tags: Mapping[str, str]) -> str:
+    """The key of the newest recorded move ("none" before the first one): it changes with every
+    move of `champion`, so it tells whether the registry moved since it was read."""
+    return max((k for k in tags if k.startswith(CHAMPION_HISTORY_PREFIX)), default="none")
+
+
 def previous_champion(history: list[ChampionMove], current: str | None) -> str | None:
     """The champion before the current one: the most recent version in the history that is not
     the current champion (None: there was none).

@@ -40,6 +40,7 @@ from steps.config import (
 from steps.contracts import (
     CHAMPION,
     CHAMPION_AFTER_TAG,
+    CHAMPION_MOVE_TAG,
     DEFAULT_CACHE_DIR,
     DEFAULT_HPO_SAMPLE_ROWS,
     DEFAULT_MONTHS,
@@ -137,8 +138,9 @@ def reuse_conditions(call: StepCall, upstream: Run | None) -> dict[str, str] | N
     """Tags a finished run must carry, beyond code and own parameters, to be reused; None: never.
 
     Every step: the same input content (not the same upstream run: an upstream step that reran
-    and wrote the same bytes changes nothing downstream). register also: the champion is still
-    the one it left (a new champion since means the decision must be made again).
+    and wrote the same bytes changes nothing downstream). register also: the registry is as it
+    left it: the champion is the one it left, and no move of the champion was recorded since (an
+    older run that left the same champion, before other moves, decided against another one).
     """
     digest = input_digest(call, upstream)
     if digest is None:
@@ -147,6 +149,7 @@ def reuse_conditions(call: StepCall, upstream: Run | None) -> dict[str, str] | N
     if call.entry_point == REGISTER:
         champion = registry.aliased_version(call.params["model_name"], CHAMPION)
         conditions[CHAMPION_AFTER_TAG] = str(champion.version) if champion else "none"
+        conditions[CHAMPION_MOVE_TAG] = registry.last_champion_move(call.params["model_name"])
     return conditions
 
 

@@ -32,6 +32,7 @@ from steps.contracts import (
     CHAMPION,
     CHAMPION_AFTER_TAG,
     CHAMPION_HISTORY_PREFIX,
+    CHAMPION_MOVE_TAG,
     CHAMPION_SINCE_TAG,
     CHAMPION_UNTIL_TAG,
     DISTANCE,
@@ -473,6 +474,7 @@ def main(train_run: str, model_name: str, min_improvement: float) -> None:
                 "model_name": model_name,
                 "model_version": number,
                 CHAMPION_AFTER_TAG: champion_after,
+                CHAMPION_MOVE_TAG: registry.last_champion_move(model_name),
                 **data_tags,
             }
         )

@@ -155,6 +155,11 @@ def version_numbers(name: str) -> list[str]:
     return sorted((str(v.version) for v in found), key=int)
 
 
+def last_champion_move(name: str) -> str:
+    """The key of the newest move of `champion` of model `name` in its history ("none")."""
+    return history.last_move_key(model_tags(name) or {})
+
+
 def champion_history(name: str) -> list[ChampionMove]:
     """Every recorded move of `champion` of model `name`, oldest first."""
     return history.moves(model_tags(name) or {})

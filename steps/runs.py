@@ -203,18 +203,6 @@ def log_figure(figure: Any, artifact_file: str) -> None:
     mlflow.log_figure(figure, artifact_file)
 
 
-def log_dataset(frame: pd.DataFrame, source: str, name: str, context: str) -> None:
-    """Record a split as an MLflow dataset input of the active run (UI: Datasets used)."""
-    from mlflow.data.pandas_dataset import from_pandas  # one step needs it; seconds to import
-
-    with warnings.catch_warnings():
-        # MLflow warns that a path source is ambiguous and that integer columns cannot hold
-        # missing values; neither applies to a dataset record.
-        warnings.simplefilter("ignore", UserWarning)
-        dataset = from_pandas(frame, source=source, name=name)
-        mlflow.log_input(dataset, context=context)
-
-
 def log_dataset_reference(
     location: str, name: str, digest: str, columns: Mapping[str, str], context: str
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from steps.history import (
     ChampionMove,
     encode,
+    last_move_key,
     move_key,
     moves,
     previous_champion,
@@ -62,3 +63,12 @@ def test_previous_after_concurrent_moves_is_the_last_other_one():
 
 def test_utc_text_is_iso_with_milliseconds():
     assert utc_text(1_764_316_812_345) == "2025-11-28T08:00:12.345Z"
+
+
+def test_the_last_move_key_changes_with_every_move_and_is_none_before_the_first():
+    assert last_move_key({"owner": "me"}) == "none"
+    first = move_key(1_000, "aa")
+    tags = {first: "{}", "owner": "me"}
+    assert last_move_key(tags) == first
+    later = move_key(2_000, "00")
+    assert last_move_key({**tags, later: "{}"}) == later
