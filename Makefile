@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 #   make run ENTRY=predict ARGS="-P months=2021-04..2021-06"
 ENTRY  ?= main
 ARGS   ?=
-TEST_JOBS ?= 3
+TEST_JOBS ?= 2
 # make ui: the tracking store to browse, where the UI listens, more `mlflow ui` options
 STORE   ?= sqlite:///mlflow.db
 UI_PORT ?= 5000

@@ -161,3 +161,24 @@ def store_copy(trained_store: TrainedStore, tmp_path: Path) -> TrainedStore:
     stay its own. Artifacts (the models among them) are still read from the shared folder."""
     shutil.copy(trained_store.root / "mlflow.db", tmp_path / "mlflow.db")
     return TrainedStore(tmp_path, trained_store.result)
+
+
+# --- the browser tests' screenshots (tests/ui), said at the end of the session --------------
+# The folder UI_SCREENSHOTS names, else `ui-screenshots` in the session's temp folder (the one
+# the pytest-xdist workers' folders sit in). The hook lives here: under xdist, the controller
+# that prints the summary loads this conftest but never tests/ui's.
+
+
+def screenshots_folder(config: pytest.Config) -> Path:
+    if os.environ.get("UI_SCREENSHOTS"):
+        return Path(os.environ["UI_SCREENSHOTS"])
+    base = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "ui-screenshots"
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    folder = screenshots_folder(config)
+    if folder.is_dir() and any(folder.iterdir()):
+        terminalreporter.write_line(f"ui screenshots: {folder}")

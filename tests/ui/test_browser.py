@@ -37,8 +37,7 @@ from steps.contracts import (
     runs_table_url,
 )
 from steps.main import run_name
-from tests.conftest import FAST_HPO, bare_env, make_command
-from tests.ui.conftest import screenshots_folder
+from tests.conftest import FAST_HPO, bare_env, make_command, screenshots_folder
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
