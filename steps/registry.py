@@ -115,19 +115,19 @@ def aliased_version(name: str, alias: str) -> ModelVersion | None:
     of a model that does not exist gets 403, not 404.
     """
     with one_line(name, f"read alias {alias!r}"):
-        found = client().search_registered_models(f"name = '{name}'", max_results=1)
-        if not found or alias not in found[0].aliases:
+        found = find_model(name)
+        if found is None or alias not in found.aliases:
             return None
-        return client().get_model_version(name, str(found[0].aliases[alias]))
+        return client().get_model_version(name, str(found.aliases[alias]))
 
 
 def alias_target(name: str, alias: str) -> str | None:
     """The version number `alias` points at (None: no such model or alias); one request."""
     with one_line(name, f"read alias {alias!r}"):
-        found = client().search_registered_models(f"name = '{name}'", max_results=1)
-    if not found or alias not in found[0].aliases:
+        found = find_model(name)
+    if found is None or alias not in found.aliases:
         return None
-    return str(found[0].aliases[alias])
+    return str(found.aliases[alias])
 
 
 def live_version(name: str, version: str) -> ModelVersion | None:
@@ -144,8 +144,8 @@ def live_version(name: str, version: str) -> ModelVersion | None:
 def model_tags(name: str) -> dict[str, str] | None:
     """The registered model's tags, or None if there is no such model."""
     with one_line(name, "read the tags"):
-        found = client().search_registered_models(f"name = '{name}'", max_results=1)
-    return dict(found[0].tags) if found else None
+        found = find_model(name)
+    return None if found is None else dict(found.tags)
 
 
 def version_numbers(name: str) -> list[str]:
@@ -176,7 +176,8 @@ def versions_of_run(name: str, run_id: str) -> list[str]:
 
 
 def find_model(name: str) -> RegisteredModel | None:
-    """The registered model `name` with its aliases, or None (looked up by search, as above)."""
+    """The registered model `name` (aliases, tags), or None; every lookup of a model goes here.
+    By search: with basic auth, a non-admin asking for a model that does not exist gets 403."""
     found = client().search_registered_models(f"name = '{name}'", max_results=1)
     return found[0] if found else None
 
@@ -358,8 +359,8 @@ def _create_lock(lock: str, name: str, holder: str) -> bool:
 
 def _lock_created(lock: str) -> int | None:
     """The lock model's creation time (ms, the registry's clock), None if it is gone."""
-    found = client().search_registered_models(f"name = '{lock}'", max_results=1)
-    return int(found[0].creation_timestamp) if found else None
+    found = find_model(lock)
+    return None if found is None else int(found.creation_timestamp)
 
 
 def _delete_lock(lock: str) -> None:
