@@ -3,16 +3,14 @@ so the retrained model is the trial that won, not a look-alike."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import scipy.sparse as sp
 import xgboost as xgb
 
-from steps.features import FeatureMatrix
+from steps.features import FeatureMatrix, rmse
 
 # Hyperparameters hyperopt searches, with the type each is logged and read back as.
 TUNED_PARAMS: dict[str, type] = {
@@ -59,10 +57,6 @@ def parse_params(raw: dict[str, str]) -> dict[str, Any]:
     """Typed tuned hyperparameters from MLflow's string params."""
     # int() of "7.0" fails, so ints go through float first.
     return {name: kind(float(raw[name])) for name, kind in TUNED_PARAMS.items()}
-
-
-def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    return math.sqrt(float(np.mean((np.asarray(y_true) - np.asarray(y_pred)) ** 2)))
 
 
 def fit(

@@ -7,6 +7,7 @@ code path.
 
 from __future__ import annotations
 
+import math
 import pickle
 import zipfile
 from collections.abc import Hashable
@@ -60,6 +61,11 @@ def duration_minutes(trips: pd.DataFrame) -> pd.Series:
 def with_duration(trips: pd.DataFrame) -> pd.DataFrame:
     """Return a copy of `trips` with the target: dropoff minus pickup, in minutes."""
     return trips.assign(**{TARGET: duration_minutes(trips)})
+
+
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The metric every step reports: root mean squared error of the durations, in minutes."""
+    return math.sqrt(float(np.mean((np.asarray(y_true) - np.asarray(y_pred)) ** 2)))
 
 
 def filter_trips(

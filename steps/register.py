@@ -24,7 +24,7 @@ from typing import Any
 import click
 import pandas as pd
 
-from steps import boosting, model, registry, runs
+from steps import features, model, registry, runs
 from steps.cli import exits_cleanly
 from steps.config import check_min_improvement, check_model_name
 from steps.contracts import (
@@ -121,7 +121,7 @@ def incumbent_score(
         return Incumbent(str(champion.version), float(tags["test_rmse"]), tested_on)
     loaded = model.load(f"models:/{model_name}/{champion.version}")
     predictions = loaded.predict(test_trips[list(MODEL_INPUT_COLUMNS)])
-    rmse = boosting.rmse(test_trips[TARGET].to_numpy(), predictions)
+    rmse = features.rmse(test_trips[TARGET].to_numpy(), predictions)
     return Incumbent(str(champion.version), rmse, f"re-scored on {data_tags.get('test_month')}")
 
 

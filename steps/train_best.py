@@ -49,7 +49,7 @@ from steps.contracts import (
     trips_split_path,
 )
 from steps.errors import PipelineError
-from steps.features import load_matrix, load_preprocessor, matrix_columns
+from steps.features import load_matrix, load_preprocessor, matrix_columns, rmse
 from steps.figures import (
     INPUT_LABELS,
     error_tables,
@@ -199,7 +199,7 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
             int(budget["seed"]),
         )
         test_pred = fit.booster.predict(boosting.dmatrix(matrices["test"]))
-        test_rmse = boosting.rmse(matrices["test"].y, test_pred)
+        test_rmse = rmse(matrices["test"].y, test_pred)
 
         with tempfile.TemporaryDirectory() as tmp:
             booster_path = Path(tmp) / BOOSTER_FILE

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from steps import boosting
+from steps import features
 from steps.contracts import (
     MODEL_INPUT_COLUMNS,
     MODEL_URI_TAG,
@@ -120,6 +120,6 @@ def test_train_best_refits_on_every_row_and_validates_on_the_whole_month(window)
     mlflow.set_tracking_uri(store.uri)
     model = mlflow.pyfunc.load_model(trained.data.tags[MODEL_URI_TAG])
     predicted = model.predict(val[list(MODEL_INPUT_COLUMNS)])
-    assert boosting.rmse(val[TARGET].to_numpy(), predicted) == pytest.approx(
+    assert features.rmse(val[TARGET].to_numpy(), predicted) == pytest.approx(
         trained.data.metrics["val_rmse"], rel=1e-5
     )
