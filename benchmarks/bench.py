@@ -11,10 +11,11 @@ for real, in one process tree on this machine, in a temporary directory; nothing
    best validation and test RMSE; then the same command again (everything reused);
 4. big months: yellow-layout months built from the real green months (renamed to tpep_, with
    yellow's extra columns; --scale-rows rows each, 3.3 million by default: a yellow month), one
-   month and a --window-months window of them (about 10 million rows), each through the default
-   `main` (50 trials, searching on a sample) and, for comparison, `main` with sampling off and
-   a small budget (--compare-evals): per step run time, peak RSS and the time of the step's own
-   work, validation and test RMSE, the machine's load while it ran.
+   month and a three-month window of them (about 10 million rows), each through the default
+   `main` (50 trials, searching on a sample): per step run time, peak RSS and the time of the
+   step's own work, validation and test RMSE, the machine's load while it ran; then, on months
+   of --compare-rows trips (small enough to search on every row), the default against
+   `hpo_sample_rows=0` with the same budget (--compare-evals trials each).
 
 Prints a table and writes it all as JSON (--out).
 """
@@ -329,22 +330,28 @@ CORE_SECONDS = {
 
 
 def big_months(data: Path, work: Path, env: dict[str, str], args: argparse.Namespace) -> dict:
-    """The default main and a full-data search with a small budget, on one big month and on a
-    window of them."""
+    """The default main on one big month and on a window of them; then, on months small enough
+    that a search on every row is affordable (--compare-rows), the default (search on a sample,
+    refit on every row) against a search on every row with the same budget."""
     folder = work / "big-months"
     result: dict[str, Any] = build_big_months(data, folder, args.scale_rows)
     window = f"{BIG_MONTHS[0]}..{BIG_MONTHS[2]}"
     default = {"max_evals": args.scale_evals}
-    full = {"hpo_sample_rows": 0, "max_evals": args.compare_evals}
-    plan = [("month", BIG_MONTHS[2], default), ("month, full search", BIG_MONTHS[2], full)]
+    plan = [("month", folder, BIG_MONTHS[2], default)]
     if not args.skip_window:
-        plan.append(("window", window, default))
-        if args.compare_window:
-            plan.append(("window, full search", window, full))
+        plan.append(("window", folder, window, default))
+    if args.compare_rows:
+        smaller = work / "compare-months"
+        result["compare"] = build_big_months(data, smaller, args.compare_rows)
+        budget = {"max_evals": args.compare_evals}
+        plan += [
+            ("compare, sample", smaller, BIG_MONTHS[2], budget),
+            ("compare, all rows", smaller, BIG_MONTHS[2], {**budget, "hpo_sample_rows": 0}),
+        ]
     result["runs"] = {}
-    for name, train_month, extra in plan:
+    for name, source, train_month, extra in plan:
         print(f"big months: {name} ...", file=sys.stderr, flush=True)
-        result["runs"][name] = big_main(folder, train_month, extra, work, env)
+        result["runs"][name] = big_main(source, train_month, extra, work, env)
         print(json.dumps({name: result["runs"][name]}), file=sys.stderr, flush=True)
     return result
 
@@ -406,14 +413,14 @@ def big_table(result: dict[str, Any]) -> list[str]:
             f"{r['wall_seconds']:>9.1f}{r['val_rmse']:>10.4f}{r['test_rmse']:>11.4f}"
             f"{r['refit_trees']:>13}{load:>11}"
         )
-    for sampled, full in (("month", "month, full search"), ("window", "window, full search")):
-        if sampled in runs and full in runs:
-            gap = runs[sampled]["val_rmse"] / runs[full]["val_rmse"] - 1
-            lines.append(
-                f"{sampled}: validation RMSE of the default (search on a sample, refit on every "
-                f"row) {gap:+.2%} against the full-data search with "
-                f"{runs[full]['n_trials']} trials"
-            )
+    if "compare, sample" in runs and "compare, all rows" in runs:
+        sampled, full = runs["compare, sample"], runs["compare, all rows"]
+        gap = sampled["val_rmse"] / full["val_rmse"] - 1
+        lines.append(
+            f"on {sampled['train_rows']:,} training rows, the default (search on "
+            f"{sampled['search_train_rows']:,} sampled rows, refit on every row): validation RMSE "
+            f"{gap:+.2%} against a search on every row, both {full['n_trials']} trials"
+        )
     lines += ["", "per step: run time s (own work s), peak RSS MiB; 'reused' = not run again"]
     lines.append(f"{'step':<12}" + "".join(f"{name:>26}" for name in runs))
     for step in STEPS:
@@ -462,12 +469,15 @@ def main() -> None:
         "--scale-evals", type=int, default=50, help="trials of main on the big months (default 50)"
     )
     parser.add_argument(
-        "--compare-evals", type=int, default=5, help="trials of the full-data search"
+        "--compare-rows",
+        type=int,
+        default=600_000,
+        help="trips a month for the sample-against-every-row comparison (0: skip it)",
+    )
+    parser.add_argument(
+        "--compare-evals", type=int, default=15, help="trials of each search in the comparison"
     )
     parser.add_argument("--skip-window", action="store_true", help="big month only, no window")
-    parser.add_argument(
-        "--compare-window", action="store_true", help="also search the window on all rows"
-    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args()
     data = args.data.resolve()

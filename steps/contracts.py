@@ -66,7 +66,7 @@ DEFAULT_CACHE_DIR: Final = "~/.cache/nyc-taxi-duration"
 DEFAULT_MONTHS: Final = {"train": "2021-01", "val": "2021-02", "test": "2021-03"}
 # hpo searches on a seeded sample of this many rows of each split (0 = all rows); chosen by
 # measurement on a yellow-taxi-sized month (docs/big-months.md). Green months are smaller.
-DEFAULT_HPO_SAMPLE_ROWS: Final = 250_000
+DEFAULT_HPO_SAMPLE_ROWS: Final = 100_000
 
 # --- splits and MLflow dataset contexts ----------------------------------------------------
 SPLITS: Final[tuple[str, ...]] = ("train", "val", "test")

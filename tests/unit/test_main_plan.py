@@ -26,7 +26,7 @@ DEFAULTS = {
     "backend": "local",
     "parallelism": 2,
     "spark_master": "local[*]",
-    "hpo_sample_rows": 250_000,
+    "hpo_sample_rows": 100_000,
     "rmse_tolerance": 0.0,
     "model_name": "nyc-taxi-duration",
     "min_improvement": 0.0,
@@ -51,7 +51,7 @@ def test_plan_splits_parameters_into_the_five_steps_in_order():
         "backend": "local",
         "parallelism": 2,
         "spark_master": "local[*]",
-        "hpo_sample_rows": 250_000,
+        "hpo_sample_rows": 100_000,
     }
     every = set().union(*(c.params for c in calls))
     assert every == set(DEFAULTS)
@@ -91,7 +91,7 @@ def test_plan_passes_min_improvement_to_register():
 def test_plan_accepts_a_training_window_before_the_validation_month():
     calls = plan(DEFAULTS | {"train_month": "2020-10..2020-12, 2021-01"})
     assert calls[0].params["train_month"] == "2020-10..2020-12, 2021-01"
-    assert calls[2].params["hpo_sample_rows"] == 250_000
+    assert calls[2].params["hpo_sample_rows"] == 100_000
 
 
 def test_ingest_input_digest_has_one_entry_per_month_of_the_window(tmp_path):
