@@ -19,7 +19,9 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_DIR / "tests" / "data"
 BIN_DIR = Path(sys.executable).parent
 # Small budgets: the tests check wiring and contracts, the benchmark checks model quality.
-FAST_HPO = {"max_evals": "3", "num_boost_round": "60", "early_stopping_rounds": "10"}
+# Six trials: enough that hpo is still running when its first trial shows up, so the tests that
+# kill a pipeline mid-search can take the shared trained store as their uninterrupted reference.
+FAST_HPO = {"max_evals": "6", "num_boost_round": "60", "early_stopping_rounds": "10"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -128,6 +130,15 @@ class TrainedStore:
     def client(self) -> MlflowClient:
         return MlflowClient(self.uri)
 
+    def copy_to(self, folder: Path) -> TrainedStore:
+        """A private copy of the database in `folder`: the runs and registry changes made there
+        stay its own. The pipeline's runs keep their artifacts (the models among them) in the
+        shared folder, where new runs of that experiment also write theirs, each under its own
+        run id; an experiment created in the copy keeps its artifacts in `folder`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.root / "mlflow.db", folder / "mlflow.db")
+        return TrainedStore(folder, self.result)
+
 
 @pytest.fixture(scope="session")
 def trained_store(tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:
@@ -157,10 +168,8 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:
 
 @pytest.fixture
 def store_copy(trained_store: TrainedStore, tmp_path: Path) -> TrainedStore:
-    """A private copy of the trained store's database: the runs and registry changes a test makes
-    stay its own. Artifacts (the models among them) are still read from the shared folder."""
-    shutil.copy(trained_store.root / "mlflow.db", tmp_path / "mlflow.db")
-    return TrainedStore(tmp_path, trained_store.result)
+    """A private copy of the trained store's database for one test (TrainedStore.copy_to)."""
+    return trained_store.copy_to(tmp_path)
 
 
 # --- the browser tests' screenshots (tests/ui), said at the end of the session --------------

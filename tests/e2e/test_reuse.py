@@ -4,8 +4,10 @@ Reuse is keyed on content: a step is reused when its code, its own parameters an
 it reads (the upstream run's output digest) match a finished run, so a step that reruns and
 writes the same bytes does not invalidate what comes after it.
 
-All runs share one store; each test builds on the runs the tests before it left there, in the
-order written (that is how a user meets reuse: by running main again).
+All runs share one store, a copy of the session's trained store (conftest.trained_store: one
+`main` run from the project itself); each test builds on the runs the tests before it left
+there, in the order written (that is how a user meets reuse: by running main again). The
+trained store's `main` is the first run here and the uninterrupted reference of the kill test.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import subprocess
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from steps.contracts import (
     EXPERIMENT_NAME,
@@ -29,6 +30,7 @@ from steps.contracts import (
 from tests.conftest import (
     DATA_DIR,
     FAST_HPO,
+    TrainedStore,
     copy_project,
     mlflow_run,
     mlflow_run_command,
@@ -41,11 +43,11 @@ PARAMS = {"source": str(DATA_DIR), **FAST_HPO}
 class Session:
     """A project copy (safe to edit) and a store in one directory, shared by this module."""
 
-    def __init__(self, root) -> None:
-        self.root = root
-        self.project = copy_project(root / "project")
-        self.uri = f"sqlite:///{root / 'mlflow.db'}"
-        self.client = MlflowClient(self.uri)
+    def __init__(self, store: TrainedStore) -> None:
+        self.root = store.root
+        self.project = copy_project(store.root / "project")
+        self.uri = store.uri
+        self.client = store.client
 
     def main(self, experiment: str = EXPERIMENT_NAME, **overrides: str):
         """Run main to completion; return (main run, its child runs)."""
@@ -88,13 +90,15 @@ def launched(children) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    return Session(tmp_path_factory.mktemp("reuse"))
+def session(trained_store, tmp_path_factory):
+    return Session(trained_store.copy_to(tmp_path_factory.mktemp("reuse")))
 
 
 @pytest.fixture(scope="module")
 def first(session):
-    return session.main()
+    """The trained store's `main`, run from the project itself with the same parameters: a
+    project copy with the same content reuses it (reuse is keyed on content, not paths)."""
+    return session.latest_main()
 
 
 def test_identical_rerun_reuses_every_step_and_launches_none(session, first):
@@ -127,8 +131,10 @@ def test_changing_max_evals_reruns_hpo_and_what_reads_a_changed_output(session, 
     assert ("register" in launched(children)) == (before != after)
 
 
-def test_touching_a_step_source_reruns_it_and_reuses_what_reads_its_unchanged_output(session):
-    before, _ = session.main()
+def test_touching_a_step_source_reruns_it_and_reuses_what_reads_its_unchanged_output(
+    session, first
+):
+    before, _ = first  # the runs main reuses with the default parameters
     source = session.project / "steps" / "featurize.py"
     source.write_text(source.read_text() + "\n# touched\n")
     main, children = session.main()
@@ -143,8 +149,8 @@ def test_touching_a_step_source_reruns_it_and_reuses_what_reads_its_unchanged_ou
     assert hpo.info.run_id == step_run(session, before, "hpo").info.run_id
 
 
-def test_editing_the_download_code_reruns_ingest_and_reuses_everything_after_it(session):
-    before, _ = session.main()
+def test_editing_the_download_code_reruns_ingest_and_reuses_everything_after_it(session, first):
+    before, _ = first  # ingest has not run again since
     tlc = session.project / "steps" / "tlc.py"
     text = tlc.read_text()
     assert "put the month there" in text
@@ -164,7 +170,7 @@ def test_editing_the_download_code_reruns_ingest_and_reuses_everything_after_it(
 
 
 def test_force_reruns_the_named_steps_and_what_reads_a_changed_output(session, first):
-    before, _ = session.main()
+    before, _ = first  # train_best has not run again with the default parameters since
     main, children = session.main(force="train_best")
     assert launched(children) == ["train_best"]  # the same model again: register is reused
     assert (
@@ -189,17 +195,10 @@ def test_a_new_champion_since_makes_register_run_again(session, first):
     assert launched(children) == ["register"]
 
 
-def test_a_killed_step_leaves_nothing_running_and_the_rerun_resumes_from_it(session):
-    budget = {"max_evals": "6"}  # hpo still runs when its first trial shows up
-    reference, _ = session.main("reference", **budget)
-
+def test_a_killed_step_leaves_nothing_running_and_the_rerun_resumes_from_it(session, first):
+    reference, _ = first  # the same parameters, never interrupted (in another experiment)
     command = mlflow_run_command(
-        "-e",
-        "main",
-        "--experiment-name",
-        "killed",
-        params={**PARAMS, **budget},
-        project=session.project,
+        "-e", "main", "--experiment-name", "killed", params=PARAMS, project=session.project
     )
     main = subprocess.Popen(
         command,
@@ -217,7 +216,7 @@ def test_a_killed_step_leaves_nothing_running_and_the_rerun_resumes_from_it(sess
     assert "main: error: step hpo failed" in stderr
     assert session.running() == []  # the hpo run and its trials were ended, not left RUNNING
 
-    resumed, children = session.main("killed", **budget)
+    resumed, children = session.main("killed")
     assert launched(children) == ["hpo", "register", "train_best"]
     assert resumed.data.tags["reused"] == "ingest,featurize"
     for metric in ("best_val_rmse", "test_rmse"):

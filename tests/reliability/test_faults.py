@@ -77,44 +77,36 @@ def latest_main(client: MlflowClient, experiment: str = EXPERIMENT_NAME):
 # --- a laptop lid closed mid-run: every process of the pipeline SIGKILLed at once ------------
 
 
-def test_pipeline_killed_mid_hpo_is_cleaned_up_and_resumed_by_the_next_main(tmp_path):
-    uri, client = store(tmp_path)
-    # Enough trials that hpo is still running when the first one shows up and the kill comes.
-    budget = {**PARAMS, "max_evals": "6"}
-    reference = mlflow_run(
-        "-e",
-        "main",
-        "--experiment-name",
-        "reference",
-        cwd=tmp_path,
-        params=budget,
-        MLFLOW_TRACKING_URI=uri,
-    )
-    assert reference.returncode == 0, reference.stderr[-3000:]
-
+def test_pipeline_killed_mid_hpo_is_cleaned_up_and_resumed_by_the_next_main(store_copy):
+    # The trained store's main ran with the same parameters, never interrupted: the reference.
+    # This pipeline runs beside it in an experiment of its own, so nothing of it is reused.
+    root, uri, client = store_copy.root, store_copy.uri, store_copy.client
+    expected = latest_main(client)
+    lid = ("--experiment-name", "lid-closed")
     pipeline = subprocess.Popen(
-        mlflow_run_command("-e", "main", params=budget),
-        cwd=tmp_path,
+        mlflow_run_command("-e", "main", *lid, params=PARAMS),
+        cwd=root,
         env=subprocess_env(MLFLOW_TRACKING_URI=uri),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    wait_for(lambda: runs_in(client, query="tags.`model` = 'xgboost'"), what="the first HPO trial")
+    wait_for(
+        lambda: runs_in(client, "lid-closed", "tags.`model` = 'xgboost'"), what="the first trial"
+    )
     os.killpg(pipeline.pid, signal.SIGKILL)  # mlflow run, main and hpo, all at once
     pipeline.wait(timeout=30)
     before = {r.data.tags.get(STEP_TAG) for r in running(client)}
     assert {"main", "hpo"} <= before  # what a killed pipeline leaves: RUNNING runs
 
-    rerun = mlflow_run("-e", "main", cwd=tmp_path, params=budget, MLFLOW_TRACKING_URI=uri)
+    rerun = mlflow_run("-e", "main", *lid, cwd=root, params=PARAMS, MLFLOW_TRACKING_URI=uri)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "as KILLED" in rerun.stdout
     assert running(client) == []
-    killed = runs_in(client, query="attributes.status = 'KILLED'")
+    killed = runs_in(client, "lid-closed", "attributes.status = 'KILLED'")
     assert {r.data.tags.get(STEP_TAG) for r in killed} >= {"main", "hpo", "hpo_trial"}
-    resumed = latest_main(client)
+    resumed = latest_main(client, "lid-closed")
     assert resumed.data.tags["reused"] == "ingest,featurize"
-    expected = latest_main(client, "reference")
     for metric in ("best_val_rmse", "val_rmse", "test_rmse"):
         assert resumed.data.metrics[metric] == pytest.approx(expected.data.metrics[metric])
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
@@ -124,12 +116,17 @@ def test_pipeline_killed_mid_hpo_is_cleaned_up_and_resumed_by_the_next_main(tmp_
 # --- two pipelines at once on one SQLite store ------------------------------------------------
 
 
-def test_two_mains_at_once_both_finish_and_the_better_model_is_the_one_champion(tmp_path):
-    uri, client = store(tmp_path)
+def test_two_mains_at_once_both_finish_and_the_better_model_is_the_one_champion(store_copy):
+    # Beside the trained store's pipeline: both mains reuse its ingest and featurize runs, then
+    # search, train and register at the same time, each with its own seed, into a new model.
+    root, uri, client = store_copy.root, store_copy.uri, store_copy.client
+    model = "two-at-once"
     pipelines = [
         subprocess.Popen(
-            mlflow_run_command("-e", "main", params={**PARAMS, "seed": str(seed)}),
-            cwd=tmp_path,
+            mlflow_run_command(
+                "-e", "main", params={**PARAMS, "seed": str(seed), "model_name": model}
+            ),
+            cwd=root,
             env=subprocess_env(MLFLOW_TRACKING_URI=uri),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -141,11 +138,13 @@ def test_two_mains_at_once_both_finish_and_the_better_model_is_the_one_champion(
         _, stderr = pipeline.communicate(timeout=600)
         assert pipeline.returncode == 0, stderr[-3000:]
     mains = runs_in(client, query=f"tags.`{STEP_TAG}` = 'main'")
-    assert len(mains) == 2 and {m.info.status for m in mains} == {"FINISHED"}
-    versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
+    assert len(mains) == 3 and {m.info.status for m in mains} == {"FINISHED"}
+    raced = [m for m in mains if m.data.params["seed"] in ("1", "2")]
+    assert [m.data.tags["reused"] for m in raced] == ["ingest,featurize"] * 2
+    versions = client.search_model_versions(f"name = '{model}'")
     assert len(versions) == 2
     best = min(versions, key=lambda v: float(v.tags["test_rmse"]))
-    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    champion = client.get_model_version_by_alias(model, "champion")
     assert str(champion.version) == str(best.version)
     assert running(client) == []
 
