@@ -333,13 +333,16 @@ def big_months(data: Path, work: Path, env: dict[str, str], args: argparse.Names
     """The default main on one big month and on a window of them; then, on months small enough
     that a search on every row is affordable (--compare-rows), the default (search on a sample,
     refit on every row) against a search on every row with the same budget."""
-    folder = work / "big-months"
-    result: dict[str, Any] = build_big_months(data, folder, args.scale_rows)
-    window = f"{BIG_MONTHS[0]}..{BIG_MONTHS[2]}"
-    default = {"max_evals": args.scale_evals}
-    plan = [("month", folder, BIG_MONTHS[2], default)]
-    if not args.skip_window:
-        plan.append(("window", folder, window, default))
+    result: dict[str, Any] = {}
+    plan: list[tuple[str, Path, str, dict[str, Any]]] = []
+    if args.scale_rows:
+        folder = work / "big-months"
+        result |= build_big_months(data, folder, args.scale_rows)
+        default = {"max_evals": args.scale_evals}
+        plan.append(("month", folder, BIG_MONTHS[2], default))
+        if not args.skip_window:
+            window = f"{BIG_MONTHS[0]}..{BIG_MONTHS[2]}"
+            plan.append(("window", folder, window, default))
     if args.compare_rows:
         smaller = work / "compare-months"
         result["compare"] = build_big_months(data, smaller, args.compare_rows)
@@ -401,7 +404,10 @@ def pipeline_table(result: dict[str, Any]) -> list[str]:
 def big_table(result: dict[str, Any]) -> list[str]:
     big = result["big_months"]
     runs = big["runs"]
-    lines = [f"big months: {big['rows_per_month']:,} trips a month ({big['note']})", ""]
+    if "rows_per_month" in big:
+        lines = [f"big months: {big['rows_per_month']:,} trips a month ({big['note']})", ""]
+    else:  # the comparison alone (--scale-rows 0)
+        lines = [f"comparison months: {big['compare']['rows_per_month']:,} trips each", ""]
     lines.append(
         f"{'run':<22}{'train rows':>12}{'searched':>11}{'trials':>7}{'wall s':>9}"
         f"{'val RMSE':>10}{'test RMSE':>11}{'refit trees':>13}{'load avg':>11}"
@@ -502,7 +508,7 @@ def main() -> None:
             result["course"] = {k: v for k, v in course.items() if not k.startswith("onehot_")}
             result |= pipeline(data, work, env, course, args.max_evals)
         print(json.dumps(result), file=sys.stderr, flush=True)
-        if args.scale_rows:
+        if args.scale_rows or args.compare_rows:
             result["big_months"] = big_months(data, work, env, args)
 
     print(table(result))

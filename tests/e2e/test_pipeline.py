@@ -112,7 +112,7 @@ def test_runs_describe_themselves_in_markdown(pipeline):
     opening = {
         "ingest": "**green** taxi trips from",
         "featurize": "Kept the trips lasting **1 to 60 minutes**",
-        "hpo": "Searched **3** XGBoost configurations",
+        "hpo": f"Searched **{FAST_HPO['max_evals']}** XGBoost configurations",
         "train_best": "Retrained trial-",
         "main": "The whole pipeline on **green** taxi trips",
     }

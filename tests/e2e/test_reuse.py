@@ -131,10 +131,8 @@ def test_changing_max_evals_reruns_hpo_and_what_reads_a_changed_output(session, 
     assert ("register" in launched(children)) == (before != after)
 
 
-def test_touching_a_step_source_reruns_it_and_reuses_what_reads_its_unchanged_output(
-    session, first
-):
-    before, _ = first  # the runs main reuses with the default parameters
+def test_touching_a_step_source_reruns_it_and_reuses_what_reads_its_unchanged_output(session):
+    before, _ = session.main()  # the default parameters again, after the max_evals change
     source = session.project / "steps" / "featurize.py"
     source.write_text(source.read_text() + "\n# touched\n")
     main, children = session.main()
