@@ -40,9 +40,11 @@ class TripDurationModel(PythonModel):
     """Raw trip records in, predicted trip duration in minutes out."""
 
     def load_context(self, context: PythonModelContext) -> None:
-        artifacts = context.artifacts
-        import xgboost as xgb  # where the model is used; `register` never loads xgboost
+        # xgboost is imported where the model is loaded, not with this module: `register`
+        # imports it and needs xgboost only when it re-scores a champion.
+        import xgboost as xgb
 
+        artifacts = context.artifacts
         self.preprocessor = features.load_preprocessor(Path(artifacts[PREPROCESSOR_ARTIFACT]))
         self.booster = xgb.Booster()
         self.booster.load_model(artifacts[BOOSTER_ARTIFACT])

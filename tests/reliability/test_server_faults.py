@@ -63,7 +63,9 @@ def trials_logged(client: MlflowClient, earlier: frozenset[str]) -> bool:
         return False
 
 
-def statuses(client: MlflowClient, earlier: frozenset[str] = frozenset()) -> dict[str, tuple]:
+def statuses(
+    client: MlflowClient, earlier: frozenset[str] = frozenset()
+) -> dict[str, tuple[str, str]]:
     """(step, status) of each run of the experiment, but those in `earlier`."""
     exp = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs([exp.experiment_id], max_results=1000) if exp else []
