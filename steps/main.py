@@ -147,9 +147,9 @@ def reuse_conditions(call: StepCall, upstream: Run | None) -> dict[str, str] | N
         return None
     conditions = {INPUT_DIGEST_TAG: digest}
     if call.entry_point == REGISTER:
-        champion = registry.aliased_version(call.params["model_name"], CHAMPION)
-        conditions[CHAMPION_AFTER_TAG] = str(champion.version) if champion else "none"
-        conditions[CHAMPION_MOVE_TAG] = registry.last_champion_move(call.params["model_name"])
+        champion, last_move = registry.champion_state(call.params["model_name"])
+        conditions[CHAMPION_AFTER_TAG] = champion
+        conditions[CHAMPION_MOVE_TAG] = last_move
     return conditions
 
 

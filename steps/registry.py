@@ -160,6 +160,16 @@ def last_champion_move(name: str) -> str:
     return history.last_move_key(model_tags(name) or {})
 
 
+def champion_state(name: str) -> tuple[str, str]:
+    """The version `champion` points at and the key of its newest recorded move ("none" for
+    either that is missing), from one read of the model: what a reused register must match."""
+    with one_line(name, "read the champion"):
+        found = find_model(name)
+    if found is None:
+        return "none", "none"
+    return str(found.aliases.get(CHAMPION, "none")), history.last_move_key(found.tags)
+
+
 def champion_history(name: str) -> list[ChampionMove]:
     """Every recorded move of `champion` of model `name`, oldest first."""
     return history.moves(model_tags(name) or {})
