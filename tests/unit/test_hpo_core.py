@@ -4,7 +4,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import xgboost as xgb
 
+from steps import boosting
 from steps.contracts import DISTANCE, DO, PU
 from steps.errors import PipelineError
 from steps.features import CategoricalPreprocessor, FeatureMatrix, OneHotPreprocessor
@@ -161,3 +163,17 @@ def test_search_sample_takes_rows_of_a_sparse_onehot_matrix():
 def test_the_search_sample_is_part_of_what_train_best_reads():
     results = [TrialResult(0, {"max_depth": 4}, 6.5, 10, 0.1, "a")]
     assert results_digest("abc", BUDGET, 0, results) != results_digest("abc", BUDGET, 1000, results)
+
+
+def test_early_stopping_on_the_plain_validation_matrix_picks_what_a_quantised_one_would():
+    # The validation matrix is plain because XGBoost scores it faster: the choice must not change
+    # which round early stopping keeps, nor the model's validation RMSE.
+    train, val = synthetic(3000, seed=1), synthetic(1000, seed=2)
+    dtrain, dval = boosting.dmatrices(train, val)
+    assert not isinstance(dval, xgb.QuantileDMatrix)
+    quantised = xgb.QuantileDMatrix(val.X, label=val.y, enable_categorical=True, ref=dtrain)
+    params = {"max_depth": 4, "learning_rate": 0.3, "min_child_weight": 1.0}
+    plain_fit = boosting.fit(params, dtrain, dval, 200, 5, seed=3)
+    quantised_fit = boosting.fit(params, dtrain, quantised, 200, 5, seed=3)
+    assert plain_fit.n_trees == quantised_fit.n_trees < 200
+    assert plain_fit.val_rmse == pytest.approx(quantised_fit.val_rmse, rel=1e-9)
