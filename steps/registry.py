@@ -53,6 +53,12 @@ LOCK_SUFFIX = ".champion-lock"
 LOCK_LEASE_SECONDS = 60.0
 # Longest wait for the lock: other holders each hold it for a few requests.
 LOCK_WAIT_SECONDS = 180.0
+# A waiter tries the lock again after a random pause whose bound doubles from BACKOFF_SECONDS,
+# this many times (to 1.6 s); it looks at the lock's age (a second request) at most every
+# LOCK_CHECK_SECONDS. Waiters that try more often only queue their tries on the server ahead
+# of the writes of the process that holds the lock.
+LOCK_BACKOFF_DOUBLINGS = 5
+LOCK_CHECK_SECONDS = 5.0
 
 
 class WriteConflict(Exception):
@@ -316,27 +322,31 @@ def record_champion_move(
 def champion_lock(name: str, holder: str) -> Iterator[None]:
     """Hold the lock on moving `champion` of model `name` (see the module docstring).
 
-    Waits, with random pauses, while another process holds it. A lock left by a process that
-    died (the same lock seen for LOCK_LEASE_SECONDS, by this process's own clock) is broken.
+    Waits, with random pauses (LOCK_BACKOFF_DOUBLINGS), while another process holds it. A
+    lock left by a process that died (the same lock seen for LOCK_LEASE_SECONDS, by this
+    process's own clock, looking every LOCK_CHECK_SECONDS) is broken.
     """
     lock = f"{name}{LOCK_SUFFIX}"
     started = time.monotonic()
     seen: dict[int, float] = {}  # creation time of a lock seen -> when it was first seen here
     attempt = 0
+    next_check = started
     with one_line(name, f"take the lock {lock!r} on moving alias {CHAMPION!r}"):
         while not _create_lock(lock, name, holder):
-            held = _lock_created(lock)
-            if held is not None:
-                first_seen = seen.setdefault(held, time.monotonic())
-                if time.monotonic() - first_seen > LOCK_LEASE_SECONDS:
-                    _delete_lock(lock)  # its holder died: nobody held it for a whole lease
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + LOCK_CHECK_SECONDS
+                held = _lock_created(lock)
+                if held is not None:
+                    first_seen = seen.setdefault(held, time.monotonic())
+                    if time.monotonic() - first_seen > LOCK_LEASE_SECONDS:
+                        _delete_lock(lock)  # its holder died: nobody held it for a whole lease
             if time.monotonic() - started > LOCK_WAIT_SECONDS:
                 raise PipelineError(
                     f"waited {LOCK_WAIT_SECONDS:.0f} s for the lock {lock!r} on moving alias "
                     f"{CHAMPION!r} of model {name!r}; if no register or promote is running, "
                     f"delete the registered model {lock!r} and {RETRY_HINT}"
                 )
-            pause(min(attempt, 3))
+            pause(min(attempt, LOCK_BACKOFF_DOUBLINGS))
             attempt += 1
     try:
         yield

@@ -18,6 +18,9 @@ one before it (a chain), ending at the champion.
 The same barrier then releases WRITERS `promote`s of different versions at once (steps.promote
 .move_champion), into a model with no champion yet or with one: none fails, and the history
 holds one entry per promote, in a chain, ending at the champion.
+
+Last, the lock those moves take (steps.registry.champion_lock), left behind by a register that
+was killed holding it: the next writer breaks it once its lease is over, and only then.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from steps import history
+from steps import history, registry
 from steps.contracts import CHALLENGER, CHAMPION, CHAMPION_SINCE_TAG, CHAMPION_UNTIL_TAG
 from tests.conftest import subprocess_env
 from tests.integration.servers import PROXIED, S3, MlflowServer, Postgres
@@ -342,3 +345,22 @@ def error_kind(traceback_text: str) -> str:
     """The line of a traceback that names the exception that ended it, shortened."""
     lines = [line for line in traceback_text.splitlines() if EXCEPTION_LINE.match(line)]
     return (lines[-1] if lines else traceback_text.strip().splitlines()[-1])[:150]
+
+
+def test_a_lock_left_by_a_dead_process_is_broken_after_its_lease(tmp_path, monkeypatch):
+    # A register killed while it held the lock leaves the lock model behind. The next writer
+    # waits out the lease (shortened here), deletes it, takes the lock and moves on.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(registry, "LOCK_LEASE_SECONDS", 1.0)
+    monkeypatch.setattr(registry, "LOCK_CHECK_SECONDS", 0.2)
+    monkeypatch.setattr(registry, "LOCK_WAIT_SECONDS", 20.0)  # fail in seconds, not minutes
+    client = MlflowClient(uri)
+    lock = f"taxi{registry.LOCK_SUFFIX}"
+    client.create_registered_model(lock, tags={"holder": "a register that was killed"})
+    started = time.monotonic()
+    with registry.champion_lock("taxi", "the next register"):
+        waited = time.monotonic() - started
+        assert client.get_registered_model(lock).tags["holder"] == "the next register"
+    assert registry.LOCK_LEASE_SECONDS < waited < registry.LOCK_WAIT_SECONDS
+    assert registry.find_model(lock) is None  # released
