@@ -57,9 +57,10 @@ serve: install ## Serve the champion as a REST API (mlflow models serve) on 127.
 	  --env-manager local -h $(SERVE_HOST) -p $(SERVE_PORT)
 
 # make test: test files run in parallel (pytest-xdist), each file whole on one worker, since a
-# file's tests share the servers and stores it starts. TEST_JOBS=0 runs them in one process, one after another.
+# file's tests share the servers and stores it starts, in the order tests/conftest.py gives them
+# (slowest kinds first). TEST_JOBS=0 runs them in one process, one after another.
 test: $(BIN)/.installed-test ## Run the unit, integration, e2e, reliability and browser tests
-	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile $(ARGS)
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 lint: $(BIN)/.installed-dev ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .

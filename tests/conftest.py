@@ -18,18 +18,37 @@ from mlflow.tracking import MlflowClient
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_DIR / "tests" / "data"
 BIN_DIR = Path(sys.executable).parent
+
+# Two test files run at once on two cores, and a test may run two pipelines at once: every
+# process that trains gets one OpenMP thread. XGBoost otherwise starts one per core, and a
+# thread waiting for a sibling that has no core spins, burning the CPU the other tests need.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Small budgets: the tests check wiring and contracts, the benchmark checks model quality.
 # Six trials: enough that hpo is still running when its first trial shows up, so the tests that
 # kill a pipeline mid-search can take the shared trained store as their uninterrupted reference.
 FAST_HPO = {"max_evals": "6", "num_boost_round": "60", "early_stopping_rounds": "10"}
 
 
+# The order test files are handed to the pytest-xdist workers (`make test` passes
+# --no-loadscope-reorder so it holds): the slowest kinds first, so the last file a worker takes
+# is a short one and the two finish together; the unit tests fill the gaps at the end. The
+# first reliability file builds the trained store while the second (the registry races) needs
+# none, so no worker starts by waiting for the other.
+KINDS = ("reliability", "e2e", "integration", "ui", "unit")
+
+
+def kind_of(item: pytest.Item) -> str:
+    return Path(str(item.fspath)).relative_to(PROJECT_DIR / "tests").parts[0]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by its folder (unit, integration, e2e, reliability, ui)."""
+    """Mark each test by its folder (KINDS) and order the tests by it, file order kept."""
     for item in items:
-        kind = Path(str(item.fspath)).relative_to(PROJECT_DIR / "tests").parts[0]
-        if kind in ("unit", "integration", "e2e", "reliability", "ui"):
-            item.add_marker(kind)
+        if kind_of(item) in KINDS:
+            item.add_marker(kind_of(item))
+    rank = {kind: number for number, kind in enumerate(KINDS)}
+    items.sort(key=lambda item: rank.get(kind_of(item), len(KINDS)))
 
 
 @pytest.fixture
