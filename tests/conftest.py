@@ -44,11 +44,12 @@ def kind_of(item: pytest.Item) -> str:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by its folder (KINDS) and order the tests by it, file order kept."""
-    for item in items:
-        if kind_of(item) in KINDS:
-            item.add_marker(kind_of(item))
     rank = {kind: number for number, kind in enumerate(KINDS)}
-    items.sort(key=lambda item: rank.get(kind_of(item), len(KINDS)))
+    kinds = {item: kind_of(item) for item in items}
+    for item, kind in kinds.items():
+        if kind in rank:
+            item.add_marker(kind)
+    items.sort(key=lambda item: rank.get(kinds[item], len(KINDS)))
 
 
 @pytest.fixture
