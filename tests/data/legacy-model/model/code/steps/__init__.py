@@ -1,0 +1,1 @@
+"""NYC taxi trip-duration pipeline: one module per MLproject entry point."""

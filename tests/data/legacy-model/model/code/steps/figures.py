@@ -1,0 +1,210 @@
+"""Pictures the runs log (mlflow.log_figure), built as matplotlib Figures from plain arrays and
+frames: pure, no disk, no MLflow, no pyplot state (safe in any process, headless).
+
+Each builder draws from at most a few thousand points or a few dozen bins, so it costs well under
+a second even for a month of millions of trips (benchmarks/figures.py measures them).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from steps.contracts import DISTANCE, DO, PICKUP, PU
+
+# What a person calls the model's inputs (the one-hot encoding's pair column included).
+INPUT_LABELS: dict[str, str] = {
+    PU: "pickup zone",
+    DO: "dropoff zone",
+    DISTANCE: "trip distance",
+    "PU_DO": "pickup-dropoff zone pair",
+}
+# Trip distance bands (miles) for the error breakdown: short hops to airport runs.
+DISTANCE_BANDS: tuple[float, ...] = (0, 1, 2, 3, 5, 10, 20, np.inf)
+DURATION_RANGE = (0.0, 90.0)  # minutes shown in ingest's histogram
+DISTANCE_RANGE = (0.0, 20.0)  # miles shown in ingest's histogram
+_SCATTER_POINTS = 5000
+
+
+def plot_distributions(splits: Mapping[str, tuple[pd.Series, pd.Series]]) -> Figure:
+    """Trip duration (minutes) and distance (miles) per split, as overlaid density histograms.
+
+    `splits` maps a legend label ("train 2021-01") to (duration minutes, distance miles). The
+    share of trips outside the drawn range is given in the legend: TLC months hold negative
+    durations, day-long trips and meters reading thousands of miles.
+    """
+    fig = Figure(figsize=(11, 4.2))
+    left, right = fig.subplots(1, 2)
+    for label, (minutes, miles) in splits.items():
+        for ax, values, (low, high), bins in (
+            (left, minutes, DURATION_RANGE, 90),
+            (right, miles, DISTANCE_RANGE, 80),
+        ):
+            known = values.dropna().to_numpy(dtype="float64")
+            counts, edges = np.histogram(known, bins=bins, range=(low, high))
+            total = max(len(known), 1)
+            outside = 1 - counts.sum() / total
+            ax.stairs(counts / total, edges, label=f"{label} ({outside:.1%} outside)")
+    left.set(xlabel="trip duration (minutes)", ylabel="share of trips", title="Duration")
+    right.set(xlabel="trip distance (miles)", ylabel="share of trips", title="Distance")
+    for ax in (left, right):
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_search(rmse_by_trial: Mapping[int, float]) -> Figure:
+    """Validation RMSE of each trial in the order hyperopt ran them, with the best so far."""
+    numbers = np.array(sorted(rmse_by_trial))
+    rmse = np.array([rmse_by_trial[n] for n in numbers])
+    best = np.minimum.accumulate(rmse)
+    winner = int(np.argmin(rmse))
+    fig = Figure(figsize=(8, 4.2))
+    ax = fig.subplots()
+    ax.scatter(numbers, rmse, s=14, alpha=0.6, label="trial")
+    ax.step(numbers, best, where="post", color="black", linewidth=1.5, label="best so far")
+    ax.scatter(
+        [numbers[winner]],
+        [rmse[winner]],
+        s=80,
+        marker="*",
+        color="tab:red",
+        zorder=3,
+        label=f"best: trial {numbers[winner]}, RMSE {rmse[winner]:.3f}",
+    )
+    # A few hopeless trials (depth 3, tiny learning rate) would squash the interesting band.
+    top = float(np.quantile(rmse, 0.9)) if len(rmse) >= 10 else float(rmse.max())
+    span = max(top - float(best.min()), 1e-3)
+    ax.set_ylim(float(best.min()) - 0.1 * span, top + 0.1 * span)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbered, not measured
+    ax.set(xlabel="trial", ylabel="validation RMSE (minutes)", title="Hyperparameter search")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_predictions(y_true: np.ndarray, y_pred: np.ndarray, title: str) -> Figure:
+    """Predicted vs actual minutes and the residual distribution, side by side."""
+    rng = np.random.default_rng(0)
+    shown = rng.choice(len(y_true), size=min(_SCATTER_POINTS, len(y_true)), replace=False)
+    fig = Figure(figsize=(11, 4.5))
+    left, right = fig.subplots(1, 2)
+    left.scatter(y_true[shown], y_pred[shown], s=3, alpha=0.3)
+    left.plot([0, 60], [0, 60], color="black", linewidth=1)
+    left.set(xlabel="actual minutes", ylabel="predicted minutes", title=f"{title}: predicted")
+    right.hist(y_pred - y_true, bins=80, range=(-30, 30))
+    right.set(xlabel="prediction - actual (minutes)", ylabel="trips", title=f"{title}: residuals")
+    fig.tight_layout()
+    return fig
+
+
+def errors_by(groups: pd.Series, y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
+    """RMSE, mean error (prediction - actual) and trip count per group, in group order."""
+    error = np.asarray(y_pred, dtype="float64") - np.asarray(y_true, dtype="float64")
+    frame = pd.DataFrame({"error": error, "squared": error**2}, index=groups.index)
+    grouped = frame.groupby(groups, observed=True, sort=True)
+    return pd.DataFrame(
+        {
+            "trips": grouped.size(),
+            "rmse": np.sqrt(grouped["squared"].mean()),
+            "mean_error": grouped["error"].mean(),
+        }
+    )
+
+
+def distance_bands(miles: pd.Series) -> pd.Series:
+    """Each trip's distance band ("0-1 mi", ..., "20+ mi"); missing for unknown distances."""
+    edges = DISTANCE_BANDS
+    labels = [
+        f"{lo:g}-{hi:g} mi" if np.isfinite(hi) else f"{lo:g}+ mi"
+        for lo, hi in itertools.pairwise(edges)
+    ]
+    numeric = pd.to_numeric(miles, errors="coerce")
+    return pd.cut(numeric, bins=list(edges), labels=labels, right=False)
+
+
+def error_tables(
+    trips: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray
+) -> dict[str, pd.DataFrame]:
+    """Where the model errs: by distance band and, when the trips have pickup times, by hour."""
+    tables = {"distance": errors_by(distance_bands(trips[DISTANCE]), y_true, y_pred)}
+    if PICKUP in trips.columns:
+        hours = pd.to_datetime(trips[PICKUP]).dt.hour.rename("hour")
+        tables["hour"] = errors_by(hours, y_true, y_pred)
+    return tables
+
+
+def plot_errors(tables: Mapping[str, pd.DataFrame], title: str) -> Figure:
+    """RMSE (bars) and mean error (dots) by distance band and by pickup hour."""
+    panels = [
+        (name, label)
+        for name, label in (("distance", "trip distance"), ("hour", "pickup hour"))
+        if name in tables
+    ]
+    fig = Figure(figsize=(13, 4.5))
+    axes = np.atleast_1d(fig.subplots(1, len(panels), width_ratios=[1, 1.5][: len(panels)]))
+    for ax, (name, label) in zip(axes, panels, strict=True):
+        table = tables[name]
+        x = np.arange(len(table))
+        bars = ax.bar(x, table["rmse"], color="tab:blue", alpha=0.7, label="RMSE")
+        if name == "distance":  # few bands: say how many trips each holds
+            counts = [f"{n:,}" for n in table["trips"]]
+            ax.bar_label(bars, labels=counts, padding=2, fontsize="x-small", color="dimgray")
+        ax.plot(x, table["mean_error"], "o", color="tab:red", label="mean error (pred - actual)")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ticks = [str(i).removesuffix(" mi") for i in table.index]
+        ax.set_xticks(x, ticks, fontsize="small")
+        unit = " (miles; trips above the bars)" if name == "distance" else ""
+        ax.set(xlabel=f"{label}{unit}", ylabel="minutes", title=f"{title}: error by {label}")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_feature_importance(shares: pd.Series) -> Figure:
+    """Each model input's share of the total gain (how much of the error reduction it brought),
+    largest first. `shares` is indexed by input column and sums to 1."""
+    ordered = shares.sort_values()
+    labels = [INPUT_LABELS.get(str(c), str(c)) for c in ordered.index]
+    fig = Figure(figsize=(7, 0.6 * len(ordered) + 1.6))
+    ax = fig.subplots()
+    bars = ax.barh(labels, ordered.to_numpy() * 100, color="tab:green")
+    ax.bar_label(bars, labels=[f"{v:.0%}" for v in ordered], padding=3)
+    ax.set_xlim(0, 110)
+    ax.set(xlabel="share of total gain (%)", title="What the model relies on")
+    fig.tight_layout()
+    return fig
+
+
+def plot_metrics_by_month(table: pd.DataFrame, metrics: Sequence[str], title: str) -> Figure:
+    """Each metric month by month, one panel per metric and one line per model (a long table:
+    month, model and the metrics, in minutes). A dashed line marks 0 on a panel that crosses it
+    (the bias).
+
+    Months sit at even spacing in calendar order, labelled, so a gap between the months scored
+    (2021-05 then 2022-01) shows in the labels rather than as a stretch of empty axis.
+    """
+    months = sorted(table["month"].unique())
+    position = {month: i for i, month in enumerate(months)}
+    fig = Figure(figsize=(max(6.0, 0.7 * len(months) + 2), 1.0 + 3.2 * len(metrics)))
+    axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        for label, rows in table.groupby("model", sort=False):
+            rows = rows.sort_values("month")
+            x = [position[m] for m in rows["month"]]
+            ax.plot(x, rows[metric], marker="o", label=str(label))
+        if metric == "bias":
+            ax.axhline(0, color="black", linewidth=0.8, linestyle="--")
+        ax.set(ylabel=f"{metric} (minutes)")
+        ax.grid(alpha=0.3)
+    axes[0].set_title(title)
+    axes[0].legend()
+    axes[-1].set_xticks(range(len(months)), months, rotation=45, ha="right")
+    axes[-1].set_xlabel("month")
+    fig.tight_layout()
+    return fig

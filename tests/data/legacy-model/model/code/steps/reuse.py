@@ -1,0 +1,144 @@
+"""When a finished step run can stand in for a new one: same code, same typed parameters and
+the same input content. Pure apart from reading files.
+
+- The code fingerprint hashes what a step's code depends on: its module, the modules under
+  steps/ that it imports (transitively, lazy imports included), MLproject and conda.yaml. Not
+  the git commit: an uncommitted edit changes it, a commit that touched only the README does not.
+- Content digests: each step records a digest of what it wrote for the next step to read
+  (tag pipeline.output_digest), and each step run records the digest of what it read
+  (pipeline.input_digest). Reuse compares those, not run ids, so an upstream step that reruns
+  and writes the very same bytes does not invalidate what comes after it.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import shlex
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from steps.contracts import STEPS
+from steps.errors import PipelineError
+
+PACKAGE = "steps"
+PROJECT_FILES = ("MLproject", "conda.yaml")
+
+
+def imported_modules(source: str) -> set[str]:
+    """Names of the `steps.*` modules a module's source imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == PACKAGE:
+                found |= {alias.name for alias in node.names}
+            elif node.module.startswith(f"{PACKAGE}."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith(f"{PACKAGE}.")}
+    return found
+
+
+def module_closure(steps_dir: Path, module: str) -> list[Path]:
+    """The module's file and every steps/ module it reaches through imports, sorted."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = steps_dir / f"{name}.py"
+        if name in seen or not path.is_file():
+            continue
+        seen.add(name)
+        todo.extend(imported_modules(path.read_text()))
+    return sorted(steps_dir / f"{name}.py" for name in seen)
+
+
+def code_fingerprint(project_dir: Path, entry_point: str) -> str:
+    """sha256 over the files the entry point's code depends on (names and bytes)."""
+    files = [*module_closure(project_dir / PACKAGE, entry_point)]
+    files += [project_dir / name for name in PROJECT_FILES if (project_dir / name).is_file()]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(project_dir)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def digest_files(root: Path, paths: list[str]) -> str:
+    """sha256 over files under `root` (relative names and bytes), in the order given."""
+    digest = hashlib.sha256()
+    for relative in paths:
+        digest.update(relative.encode() + b"\0")
+        with (root / relative).open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def digest_values(*values: Any) -> str:
+    """sha256 of JSON-serialisable values, key order and float spelling made canonical."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def mlproject_types(project_dir: Path, entry_point: str) -> dict[str, Callable[[Any], Any]]:
+    """Each parameter's declared MLproject type as a converter (int, float or str)."""
+    spec = yaml.safe_load((project_dir / "MLproject").read_text())["entry_points"][entry_point]
+    converters: dict[str, Callable[[Any], Any]] = {"int": _int, "float": float}
+    types: dict[str, Callable[[Any], Any]] = {}
+    for name, declared in spec.get("parameters", {}).items():
+        kind = declared.get("type", "string") if isinstance(declared, dict) else declared
+        types[name] = converters.get(kind, str)
+    return types
+
+
+def _int(value: Any) -> int:
+    return int(float(value))
+
+
+def unquote(value: str) -> str:
+    """A parameter as the step received it. `mlflow run` logs string parameters the way it put
+    them on the command line, shell-quoted ('~/.cache/x' for ~/.cache/x, '' for an empty one)."""
+    try:
+        parts = shlex.split(value)
+    except ValueError:
+        return value
+    return parts[0] if len(parts) == 1 else value
+
+
+def params_equal(
+    stored: Mapping[str, str], wanted: Mapping[str, Any], types: Mapping[str, Callable[[Any], Any]]
+) -> bool:
+    """Compare parameters as typed values (1 == 1.0 for a float), not as strings."""
+    for name, value in wanted.items():
+        if name not in stored:
+            return False
+        convert = types.get(name, str)
+        try:
+            if convert(unquote(stored[name])) != convert(value):
+                return False
+        except (TypeError, ValueError):
+            return False
+    return True
+
+
+def parse_force(force: str) -> set[str]:
+    """`force` as a set of steps: '' or 'false' none, 'true' or 'all' every step, else a list."""
+    text = force.strip().lower()
+    if text in ("", "false", "none", "0"):
+        return set()
+    if text in ("true", "all", "1"):
+        return set(STEPS)
+    wanted = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = wanted - set(STEPS)
+    if unknown:
+        raise PipelineError(
+            f"force names unknown step(s) {', '.join(sorted(unknown))}; use true, or a "
+            f"comma-separated list of {', '.join(STEPS)}"
+        )
+    return wanted
