@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from steps.contracts import BACKENDS, DEFAULT_MODEL_URI, ENCODINGS, ENGINES, TAXIS
+from steps.contracts import BACKENDS, DEFAULT_MODEL_URI, ENCODINGS, ENGINES, FEATURE_SETS, TAXIS
 from steps.errors import PipelineError
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
@@ -138,6 +138,16 @@ def check_encoding(encoding: str) -> str:
     if encoding not in ENCODINGS:
         raise PipelineError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
     return encoding
+
+
+def check_features(features: str) -> str:
+    """Return the feature set, or fail naming the accepted ones and what each means."""
+    if features not in FEATURE_SETS:
+        raise PipelineError(
+            f"features must be time (zones, distance and the pickup time) or course (zones and "
+            f"distance, the course's model), got {features!r}"
+        )
+    return features
 
 
 def check_backend(backend: str) -> str:

@@ -85,9 +85,35 @@ PU: Final = "PULocationID"
 DO: Final = "DOLocationID"
 DISTANCE: Final = "trip_distance"
 TRIP_COLUMNS: Final = (PICKUP, DROPOFF, PU, DO, DISTANCE)
-# What the registered model takes: raw records with (at least) these columns.
-MODEL_INPUT_COLUMNS: Final = (PU, DO, DISTANCE)
+# The names TLC files (and so raw records) carry the pickup and dropoff times under: green
+# lpep_, yellow tpep_, FHV and this pipeline's own files neither.
+PICKUP_ALIASES: Final = ("lpep_pickup_datetime", "tpep_pickup_datetime", PICKUP)
+DROPOFF_ALIASES: Final = ("lpep_dropoff_datetime", "tpep_dropoff_datetime", DROPOFF)
 TARGET: Final = "duration"
+
+# --- features: what the model knows of a trip when it starts --------------------------------
+# course: the zones and the distance (the course's model); time: those and the pickup time.
+TIME_FEATURES: Final = "time"
+COURSE_FEATURES: Final = "course"
+FEATURE_SETS: Final = (TIME_FEATURES, COURSE_FEATURES)
+DEFAULT_FEATURES: Final = TIME_FEATURES
+# What features=time derives from the pickup time: the hour with its minutes (8.5 = 08:30) and
+# the day of the week (0 = Monday).
+PICKUP_HOUR: Final = "pickup_hour"
+PICKUP_WEEKDAY: Final = "pickup_weekday"
+# What the registered model takes: raw records with (at least) these columns; a time model also
+# reads the pickup time, under any of PICKUP_ALIASES.
+MODEL_INPUT_COLUMNS: Final = (PU, DO, DISTANCE)
+# What predict and register hand every model, whichever features it was trained with (a course
+# model ignores the pickup time).
+SCORING_COLUMNS: Final = (PICKUP, *MODEL_INPUT_COLUMNS)
+
+
+def model_input_columns(features: str) -> tuple[str, ...]:
+    """The raw columns a model trained with `features` reads (the pickup time as PICKUP)."""
+    return SCORING_COLUMNS if features == TIME_FEATURES else MODEL_INPUT_COLUMNS
+
+
 # TLC taxi zones are numbered 1..265 (264/265 are "Unknown"); anything else is treated as missing.
 ZONE_IDS: Final = tuple(range(1, 266))
 

@@ -1,4 +1,5 @@
-"""Target, filtering and the two feature encodings (pure: pandas/numpy in, pandas/numpy out).
+"""Target, filtering, the two feature sets and the two encodings (pure: pandas/numpy in,
+pandas/numpy out).
 
 Shared by featurize (fit and write matrices), hpo and train_best (read matrices) and the
 registered model (transform raw records at prediction time), so training and serving use one
@@ -10,8 +11,9 @@ from __future__ import annotations
 import math
 import pickle
 import zipfile
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol, TypeAlias
 
@@ -20,18 +22,27 @@ import pandas as pd
 import scipy.sparse as sp
 
 from steps.contracts import (
+    COURSE_FEATURES,
     DISTANCE,
     DO,
     DROPOFF,
     MODEL_INPUT_COLUMNS,
     PICKUP,
+    PICKUP_ALIASES,
+    PICKUP_HOUR,
+    PICKUP_WEEKDAY,
     PU,
     TARGET,
+    TIME_FEATURES,
     ZONE_IDS,
+    model_input_columns,
 )
 from steps.errors import PipelineError
 
 MAX_DISTANCE = 100.0  # miles; longer TLC trip records are meter errors
+# Raw records may give the pickup time with an offset (2021-03-01T08:15:00-05:00); the model
+# learnt from TLC's wall-clock times in New York, so such a time is read in New York.
+TLC_TIME_ZONE = "America/New_York"
 ZONE_DTYPE = pd.CategoricalDtype(categories=list(ZONE_IDS))
 Matrix: TypeAlias = "pd.DataFrame | sp.csr_matrix"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -117,10 +128,24 @@ def zone_codes(ids: pd.Series) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, dtype=ZONE_DTYPE)
 
 
+def time_of_day(pickup: pd.Series) -> pd.DataFrame:
+    """What features=time knows of a pickup time: the hour with its minutes (08:30 -> 8.5) and
+    the day of the week (Monday = 0), as floats (a missing time stays missing)."""
+    times = pd.to_datetime(pickup)
+    return pd.DataFrame(
+        {
+            PICKUP_HOUR: (times.dt.hour + times.dt.minute / 60).astype("float64"),
+            PICKUP_WEEKDAY: times.dt.day_of_week.astype("float64"),
+        },
+        index=pickup.index,
+    )
+
+
 class Preprocessor(Protocol):
     """Turns raw trip records (model input columns) into an XGBoost-ready matrix."""
 
     encoding: str
+    features: str
 
     def fit(self, trips: pd.DataFrame) -> Preprocessor: ...
 
@@ -128,36 +153,49 @@ class Preprocessor(Protocol):
 
 
 class CategoricalPreprocessor:
-    """Location IDs as XGBoost native categoricals plus the distance: 3 dense columns."""
+    """Location IDs as XGBoost native categoricals plus the distance (3 dense columns), and with
+    features=time the pickup hour and weekday (5)."""
 
     encoding = "categorical"
+    # A preprocessor pickled before the pickup-time features has no `features` of its own and
+    # reads this one: it stays the zones-and-distance model it was trained as.
+    features = COURSE_FEATURES
+
+    def __init__(self, features: str = COURSE_FEATURES) -> None:
+        self.features = features
 
     def fit(self, trips: pd.DataFrame) -> CategoricalPreprocessor:
         return self  # the zone set is fixed; nothing to learn
 
     def transform(self, trips: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 PU: zone_codes(trips[PU]),
                 DO: zone_codes(trips[DO]),
                 DISTANCE: clean_distance(trips[DISTANCE]),
-            }
+            },
+            index=trips.index,
         )
+        if self.features == TIME_FEATURES:
+            frame = frame.join(time_of_day(trips[PICKUP]))
+        return frame.reset_index(drop=True)
 
 
 class OneHotPreprocessor:
-    """The course's encoding: a 'PU_DO' pair string one-hot encoded by a DictVectorizer."""
+    """The course's encoding: a 'PU_DO' pair string one-hot encoded by a DictVectorizer, plus
+    the distance (and with features=time the pickup hour and weekday) as numbers."""
 
     encoding = "onehot"
+    features = COURSE_FEATURES  # see CategoricalPreprocessor.features
 
-    def __init__(self) -> None:
+    def __init__(self, features: str = COURSE_FEATURES) -> None:
         # Imported here: scikit-learn takes seconds to import and only this encoding needs it.
         from sklearn.feature_extraction import DictVectorizer
 
+        self.features = features
         self.vectorizer = DictVectorizer()
 
-    @staticmethod
-    def _records(trips: pd.DataFrame) -> list[dict[Hashable, object]]:
+    def _records(self, trips: pd.DataFrame) -> list[dict[Hashable, object]]:
         pu = pd.to_numeric(trips[PU], errors="coerce").astype("Int64").astype(str)
         do = pd.to_numeric(trips[DO], errors="coerce").astype("Int64").astype(str)
         frame = pd.DataFrame(
@@ -166,6 +204,8 @@ class OneHotPreprocessor:
                 DISTANCE: clean_distance(trips[DISTANCE]),
             }
         )
+        if self.features == TIME_FEATURES:
+            frame = frame.join(time_of_day(trips[PICKUP]))
         return frame.to_dict(orient="records")
 
     def fit(self, trips: pd.DataFrame) -> OneHotPreprocessor:
@@ -176,38 +216,46 @@ class OneHotPreprocessor:
         return sp.csr_matrix(self.vectorizer.transform(self._records(trips)))
 
 
-def make_preprocessor(encoding: str) -> Preprocessor:
-    """A fresh, unfitted preprocessor for `encoding`."""
+def make_preprocessor(encoding: str, features: str) -> Preprocessor:
+    """A fresh, unfitted preprocessor for `encoding` and `features`."""
     if encoding == "categorical":
-        return CategoricalPreprocessor()
+        return CategoricalPreprocessor(features)
     if encoding == "onehot":
-        return OneHotPreprocessor()
+        return OneHotPreprocessor(features)
     raise PipelineError(f"encoding must be categorical or onehot, got {encoding!r}")
 
 
 def matrix_columns(preprocessor: Preprocessor) -> list[str]:
     """For each column of the preprocessor's matrix, the input it encodes: PULocationID,
-    DOLocationID, trip_distance, or for the one-hot encoding the PU_DO pair."""
+    DOLocationID, trip_distance, the pickup hour and weekday, or for the one-hot encoding's
+    pair columns PU_DO."""
     if isinstance(preprocessor, OneHotPreprocessor):
         names = preprocessor.vectorizer.get_feature_names_out()
         return [str(name).split("=", 1)[0] for name in names]
-    return list(MODEL_INPUT_COLUMNS)
+    columns = list(MODEL_INPUT_COLUMNS)
+    if preprocessor.features == TIME_FEATURES:
+        columns += [PICKUP_HOUR, PICKUP_WEEKDAY]
+    return columns
 
 
-def model_input(records: pd.DataFrame) -> pd.DataFrame:
-    """Validate raw records for the model: the three input columns must exist and be numeric.
+def model_input(records: pd.DataFrame, features: str = COURSE_FEATURES) -> pd.DataFrame:
+    """Validate raw records for a model trained with `features`: the zones and the distance must
+    exist and be numeric, and for features=time each record needs its pickup time.
 
     Extra columns (a full TLC row) are ignored. Unknown or missing location IDs and missing
     distances are allowed: XGBoost treats them as missing values. A column that is present
-    but not numeric is refused, since guessing would silently predict garbage.
+    but not numeric is refused, since guessing would silently predict garbage. Returns the
+    columns model_input_columns(features) names, the pickup time under PICKUP.
     """
     missing = [c for c in MODEL_INPUT_COLUMNS if c not in records.columns]
     if missing:
         raise ValueError(
             f"input records lack column(s) {', '.join(missing)}; the model needs "
-            f"{', '.join(MODEL_INPUT_COLUMNS)} for each trip"
+            f"{', '.join(model_input_columns(features))} for each trip"
         )
-    out = {}
+    out: dict[str, pd.Series] = {}
+    if features == TIME_FEATURES:
+        out[PICKUP] = pickup_times(records)
     for column in MODEL_INPUT_COLUMNS:
         values = pd.to_numeric(records[column], errors="coerce")
         bad = values.isna() & records[column].notna()
@@ -216,6 +264,69 @@ def model_input(records: pd.DataFrame) -> pd.DataFrame:
             raise ValueError(f"column {column} must be numeric, got {example!r}")
         out[column] = values.astype("float64")
     return pd.DataFrame(out, index=records.index)
+
+
+def pickup_column(columns: Iterable[Hashable]) -> str | None:
+    """The column a record gives its pickup time in: the first of PICKUP_ALIASES present."""
+    present = set(columns)
+    return next((name for name in PICKUP_ALIASES if name in present), None)
+
+
+def pickup_times(records: pd.DataFrame) -> pd.Series:
+    """Each record's pickup time as a wall-clock time in New York (datetime64).
+
+    Accepts datetimes (naive: as TLC records them; with a time zone: converted to New York) and
+    ISO 8601 strings, as JSON and CSV requests carry them. A record without a usable time is
+    refused in one line naming the column, since a guessed hour would predict garbage.
+    """
+    name = pickup_column(records.columns)
+    if name is None:
+        raise ValueError(
+            f"input records lack a pickup time; this model needs one of "
+            f"{', '.join(PICKUP_ALIASES)} for each trip (a datetime or an ISO 8601 string such "
+            "as 2021-03-01T08:15:00)"
+        )
+    values = records[name]
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        example = next(iter(values.dropna().tolist()), None)
+        raise ValueError(
+            f"column {name} must hold datetimes or ISO 8601 strings such as "
+            f"2021-03-01T08:15:00, got the number {example!r}"
+        )
+    times = _as_datetimes(values)
+    bad = times.isna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ValueError(
+            f"column {name} of record {row} is not a pickup time ({values.iloc[row]!r}); give "
+            "a datetime or an ISO 8601 string such as 2021-03-01T08:15:00"
+        )
+    return times
+
+
+def _as_datetimes(values: pd.Series) -> pd.Series:
+    """Datetimes or ISO 8601 strings as naive New York wall-clock times (NaT where unreadable)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert(TLC_TIME_ZONE).dt.tz_localize(None)
+    if pd.api.types.is_datetime64_dtype(values):
+        return values
+    try:
+        times = pd.to_datetime(values, errors="coerce", format="ISO8601")
+    except ValueError:  # offsets that differ, or some times with one and some without
+        return pd.to_datetime(values.map(_wall_clock_time), errors="coerce")
+    if isinstance(times.dtype, pd.DatetimeTZDtype):
+        times = times.dt.tz_convert(TLC_TIME_ZONE).dt.tz_localize(None)
+    return times
+
+
+def _wall_clock_time(value: object) -> pd.Timestamp | None:
+    """One datetime or ISO 8601 string as a naive New York time (None where unreadable)."""
+    if not isinstance(value, (str, datetime)):
+        return None
+    time = pd.to_datetime(value, errors="coerce", format="ISO8601")
+    if pd.isna(time):
+        return None
+    return time.tz_convert(TLC_TIME_ZONE).tz_localize(None) if time.tzinfo else time
 
 
 # --- feature matrices on disk -------------------------------------------------------------
@@ -265,7 +376,10 @@ def load_matrix(path: Path) -> FeatureMatrix:
     if path.suffix == ".parquet":
         frame = pd.read_parquet(path)
         # Parquet keeps the zone values but not the fixed category set; re-apply it.
-        return FeatureMatrix(CategoricalPreprocessor().transform(frame), frame[TARGET].to_numpy())
+        X = frame.drop(columns=TARGET).assign(
+            **{PU: zone_codes(frame[PU]), DO: zone_codes(frame[DO])}
+        )
+        return FeatureMatrix(X, frame[TARGET].to_numpy())
     with np.load(path) as npz:
         X = sp.csr_matrix((npz["data"], npz["indices"], npz["indptr"]), shape=tuple(npz["shape"]))
         return FeatureMatrix(X, npz["y"])

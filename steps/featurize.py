@@ -1,7 +1,8 @@
 """featurize: duration target, outlier filter and the feature encoding, fitted on training only.
 
-Input: ingest_run (runs:/<id> of an ingest run). Parameters: encoding (categorical|onehot),
-min_duration, max_duration (minutes).
+Input: ingest_run (runs:/<id> of an ingest run). Parameters: features (time: the zones, the
+distance and the pickup time of day and weekday; course: the zones and the distance, the
+course's model), encoding (categorical|onehot), min_duration, max_duration (minutes).
 Artifacts: preprocessor/preprocessor.pkl, matrices/{split}.{parquet|npz} (features + target),
 trips/{split}.parquet (kept rows: pickup time, model input columns + target),
 featurize_summary.json. Metrics: {split}_rows_kept, {split}_rows_dropped (+ why), n_features.
@@ -20,8 +21,9 @@ import pandas as pd
 
 from steps import runs
 from steps.cli import exits_cleanly
-from steps.config import check_duration_bounds, check_encoding
+from steps.config import check_duration_bounds, check_encoding, check_features
 from steps.contracts import (
+    DEFAULT_FEATURES,
     FEATURIZE,
     FEATURIZE_SUMMARY_FILE,
     MATRICES_DIR,
@@ -29,6 +31,7 @@ from steps.contracts import (
     PREPROCESSOR_PATH,
     SPLITS,
     TARGET,
+    TIME_FEATURES,
     TRIPS_DIR,
     featurize_paths,
     matrix_split_path,
@@ -71,9 +74,11 @@ ENCODING_WORDS = {
     "onehot": "the pickup-dropoff zone pair one-hot encoded (the course's DictVectorizer), "
     "plus the distance",
 }
+TIME_WORDS = ", the pickup hour (with its minutes) and the day of the week"
 
 
 def describe(
+    features: str,
     encoding: str,
     n_features: int,
     stats: dict[str, FilterStats],
@@ -87,9 +92,10 @@ def describe(
         for split, st in stats.items()
     )
     return f"""\
-Kept the trips lasting **{min_duration:g} to {max_duration:g} minutes**; encoding \
-**{encoding}**: {ENCODING_WORDS.get(encoding, encoding)} ({n_features:,} features, fitted on \
-the training split only).
+Kept the trips lasting **{min_duration:g} to {max_duration:g} minutes**; features \
+**{features}**, encoding **{encoding}**: {ENCODING_WORDS.get(encoding, encoding)}\
+{TIME_WORDS if features == TIME_FEATURES else ""} ({n_features:,} features, fitted on the \
+training split only).
 
 | split | trips in | kept | dropped (duration) | kept, unknown zone | kept, invalid distance |
 |---|---|---|---|---|---|
@@ -102,24 +108,29 @@ serving. Matrices: `{MATRICES_DIR}/`; kept trips: `{TRIPS_DIR}/`.
 
 @click.command(help=__doc__)
 @click.option("--ingest-run", required=True, help="runs:/<id> of an ingest run.")
+@click.option("--features", default=DEFAULT_FEATURES, show_default=True, help="time or course.")
 @click.option("--encoding", default="categorical", show_default=True)
 @click.option("--min-duration", type=float, default=1.0, show_default=True)
 @click.option("--max-duration", type=float, default=60.0, show_default=True)
 @exits_cleanly(FEATURIZE)
-def main(ingest_run: str, encoding: str, min_duration: float, max_duration: float) -> None:
+def main(
+    ingest_run: str, features: str, encoding: str, min_duration: float, max_duration: float
+) -> None:
+    check_features(features)
     check_encoding(encoding)
     check_duration_bounds(min_duration, max_duration)
     with runs.step_run(FEATURIZE) as run:
         runs.log_params(
             {
                 "ingest_run": ingest_run,
+                "features": features,
                 "encoding": encoding,
                 "min_duration": min_duration,
                 "max_duration": max_duration,
             }
         )
         upstream = runs.read_upstream(FEATURIZE, ingest_run)
-        preprocessor = make_preprocessor(encoding)
+        preprocessor = make_preprocessor(encoding, features)
         stats: dict[str, FilterStats] = {}
         seconds, n_features = 0.0, 0
         with tempfile.TemporaryDirectory() as tmp:
@@ -159,10 +170,12 @@ def main(ingest_run: str, encoding: str, min_duration: float, max_duration: floa
                 f"{split}_invalid_distance": st.invalid_distance,
             }
         runs.log_metrics(metrics)
-        runs.set_tags({**runs.data_tags(upstream), "encoding": encoding})
-        runs.set_description(describe(encoding, n_features, stats, min_duration, max_duration))
+        runs.set_tags({**runs.data_tags(upstream), "features": features, "encoding": encoding})
+        runs.set_description(
+            describe(features, encoding, n_features, stats, min_duration, max_duration)
+        )
         print(
-            f"featurize: runs:/{run.info.run_id} encoding={encoding} "
+            f"featurize: runs:/{run.info.run_id} features={features} encoding={encoding} "
             + ", ".join(f"{s}={st.rows_kept} rows kept" for s, st in stats.items())
         )
 

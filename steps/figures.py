@@ -15,15 +15,18 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from steps.contracts import DISTANCE, DO, PICKUP, PU
+from steps.contracts import DISTANCE, DO, PICKUP, PICKUP_HOUR, PICKUP_WEEKDAY, PU
 
 # What a person calls the model's inputs (the one-hot encoding's pair column included).
 INPUT_LABELS: dict[str, str] = {
     PU: "pickup zone",
     DO: "dropoff zone",
     DISTANCE: "trip distance",
+    PICKUP_HOUR: "pickup time of day",
+    PICKUP_WEEKDAY: "pickup day of week",
     "PU_DO": "pickup-dropoff zone pair",
 }
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 # Trip distance bands (miles) for the error breakdown: short hops to airport runs.
 DISTANCE_BANDS: tuple[float, ...] = (0, 1, 2, 3, 5, 10, 20, np.inf)
 DURATION_RANGE = (0.0, 90.0)  # minutes shown in ingest's histogram
@@ -131,24 +134,35 @@ def distance_bands(miles: pd.Series) -> pd.Series:
 def error_tables(
     trips: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray
 ) -> dict[str, pd.DataFrame]:
-    """Where the model errs: by distance band and, when the trips have pickup times, by hour."""
+    """Where the model errs: by distance band and, when the trips have pickup times, by pickup
+    hour and by day of the week."""
     tables = {"distance": errors_by(distance_bands(trips[DISTANCE]), y_true, y_pred)}
     if PICKUP in trips.columns:
-        hours = pd.to_datetime(trips[PICKUP]).dt.hour.rename("hour")
-        tables["hour"] = errors_by(hours, y_true, y_pred)
+        times = pd.to_datetime(trips[PICKUP])
+        tables["hour"] = errors_by(times.dt.hour.rename("hour"), y_true, y_pred)
+        days = pd.Series(
+            pd.Categorical(times.dt.day_name().str[:3], categories=list(WEEKDAYS), ordered=True),
+            index=trips.index,
+            name="weekday",
+        )
+        tables["weekday"] = errors_by(days, y_true, y_pred)
     return tables
 
 
+# The panels of plot_errors: table name, axis label, relative width.
+ERROR_PANELS = (
+    ("distance", "trip distance", 1.0),
+    ("hour", "pickup hour", 1.5),
+    ("weekday", "pickup day", 0.6),
+)
+
+
 def plot_errors(tables: Mapping[str, pd.DataFrame], title: str) -> Figure:
-    """RMSE (bars) and mean error (dots) by distance band and by pickup hour."""
-    panels = [
-        (name, label)
-        for name, label in (("distance", "trip distance"), ("hour", "pickup hour"))
-        if name in tables
-    ]
-    fig = Figure(figsize=(13, 4.5))
-    axes = np.atleast_1d(fig.subplots(1, len(panels), width_ratios=[1, 1.5][: len(panels)]))
-    for ax, (name, label) in zip(axes, panels, strict=True):
+    """RMSE (bars) and mean error (dots) by distance band, pickup hour and day of the week."""
+    panels = [(name, label, width) for name, label, width in ERROR_PANELS if name in tables]
+    fig = Figure(figsize=(5.2 * sum(width for *_, width in panels), 4.5))
+    axes = np.atleast_1d(fig.subplots(1, len(panels), width_ratios=[w for *_, w in panels]))
+    for ax, (name, label, _) in zip(axes, panels, strict=True):
         table = tables[name]
         x = np.arange(len(table))
         bars = ax.bar(x, table["rmse"], color="tab:blue", alpha=0.7, label="RMSE")

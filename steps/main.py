@@ -29,6 +29,7 @@ from steps.config import (
     check_backend,
     check_duration_bounds,
     check_encoding,
+    check_features,
     check_min_improvement,
     check_model_name,
     check_positive,
@@ -42,6 +43,7 @@ from steps.contracts import (
     CHAMPION_AFTER_TAG,
     CHAMPION_MOVE_TAG,
     DEFAULT_CACHE_DIR,
+    DEFAULT_FEATURES,
     DEFAULT_HPO_SAMPLE_ROWS,
     DEFAULT_MONTHS,
     FEATURIZE,
@@ -85,6 +87,7 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
     """Validate every parameter, then split them into the five step calls, in order."""
     check_taxi(params["taxi"])
     parse_months(params["train_month"], params["val_month"], params["test_month"])
+    check_features(params["features"])
     check_encoding(params["encoding"])
     check_duration_bounds(params["min_duration"], params["max_duration"])
     for name in ("max_evals", "num_boost_round", "early_stopping_rounds"):
@@ -112,7 +115,7 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
     )
     steps = {
         INGEST: data,
-        FEATURIZE: pick("encoding", "min_duration", "max_duration"),
+        FEATURIZE: pick("features", "encoding", "min_duration", "max_duration"),
         HPO: budget,
         TRAIN_BEST: pick("rmse_tolerance"),
         REGISTER: pick("model_name", "min_improvement"),
@@ -190,10 +193,11 @@ def summarize(step_runs: dict[str, Run], reused: list[str]) -> dict[str, Any]:
 
 
 def run_name(params: dict[str, Any]) -> str:
-    """What a main run did, as the runs table lists it: taxi, train/val/test months, encoding
-    and search budget, e.g. `green 2021-01/2021-02/2021-03 categorical 50 trials`."""
+    """What a main run did, as the runs table lists it: taxi, train/val/test months, features,
+    encoding and search budget, e.g. `green 2021-01/2021-02/2021-03 time categorical 50 trials`."""
     months = "/".join(str(params[k]) for k in ("train_month", "val_month", "test_month"))
-    return f"{params['taxi']} {months} {params['encoding']} {params['max_evals']} trials"
+    shape = f"{params['features']} {params['encoding']}"
+    return f"{params['taxi']} {months} {shape} {params['max_evals']} trials"
 
 
 def is_generated_name(name: str) -> bool:
@@ -255,7 +259,8 @@ def describe(summary: dict[str, Any], params: dict[str, Any], experiment_id: str
     return f"""\
 The whole pipeline on **{params["taxi"]}** taxi trips: trained on {params["train_month"]}, \
 tuned on {params["val_month"]}, tested on {params["test_month"]}; \
-{params["encoding"]} encoding, {summary["n_trials"]} hyperopt trials.
+features **{params["features"]}**, {params["encoding"]} encoding, \
+{summary["n_trials"]} hyperopt trials.
 
 - best validation RMSE: **{summary["best_val_rmse"]:.3f} minutes**
 - test RMSE: **{summary["test_rmse"]:.3f} minutes**
@@ -279,6 +284,7 @@ Load the champion with `mlflow.pyfunc.load_model("models:/{name}@{CHAMPION}")`.
 @click.option("--test-month", default=DEFAULT_MONTHS["test"], show_default=True)
 @click.option("--source", default=TLC_URL, show_default=True)
 @click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True)
+@click.option("--features", default=DEFAULT_FEATURES, show_default=True, help="time or course.")
 @click.option("--encoding", default="categorical", show_default=True)
 @click.option("--min-duration", type=float, default=1.0, show_default=True)
 @click.option("--max-duration", type=float, default=60.0, show_default=True)

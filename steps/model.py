@@ -1,10 +1,11 @@
 """The registered model: one pyfunc artifact that takes raw trip records and returns minutes.
 
 It bundles the fitted preprocessor with the XGBoost booster, so `models:/<name>@champion`
-needs nothing but raw records (PULocationID, DOLocationID, trip_distance; extra columns such
-as a full TLC row are ignored). This module also says how the model is logged (signature,
-pinned requirements), loaded and evaluated (MLflow's standard regression metrics, and the
-comparison of a candidate with a baseline that register's gate makes).
+needs nothing but raw records (PULocationID, DOLocationID, trip_distance, and for a model
+trained with features=time the pickup time; extra columns such as a full TLC row are ignored).
+This module also says how the model is logged (signature, metadata, pinned requirements),
+loaded and evaluated (MLflow's standard regression metrics, and the comparison of a candidate
+with a baseline that register's gate makes).
 """
 
 from __future__ import annotations
@@ -26,13 +27,23 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
 
 from steps import features
-from steps.contracts import MODEL_INPUT_COLUMNS, PREDICTION, RMSE_METRIC, TARGET
+from steps.contracts import (
+    COURSE_FEATURES,
+    PICKUP_ALIASES,
+    PREDICTION,
+    RMSE_METRIC,
+    TARGET,
+    model_input_columns,
+)
 
 BOOSTER_ARTIFACT = "booster"
 PREPROCESSOR_ARTIFACT = "preprocessor"
 # What the model needs where it is loaded, pinned to what trained it.
-# The model's metadata (MLmodel) names the columns it reads: its signature has no input schema.
+# The model's metadata (MLmodel) names the columns it reads (its signature has no input schema),
+# the feature set it was trained with, and the names it takes the pickup time under.
 INPUT_COLUMNS_KEY = "input_columns"
+FEATURES_KEY = "features"
+PICKUP_COLUMNS_KEY = "pickup_time_columns"
 REQUIREMENTS = ("mlflow", "xgboost", "pandas", "numpy", "scipy", "scikit-learn", "pyarrow")
 
 
@@ -57,7 +68,7 @@ class TripDurationModel(PythonModel):
     ) -> np.ndarray:
         records = pd.DataFrame(model_input)
         try:
-            checked = features.model_input(records)
+            checked = features.model_input(records, self.preprocessor.features)
         except ValueError as exc:
             # An MlflowException is what `mlflow models serve` answers with HTTP 400 and its
             # message alone; any other exception becomes a 500 with a Python traceback.
@@ -80,16 +91,43 @@ def signature() -> ModelSignature:
     Raw records bring the zones as int64, as floats (a missing zone is NaN) or as JSON integers,
     and a distance as int or float. MLflow's schema enforcement refuses int64 for a double column
     and floats for a long one, and an `any`-typed input schema breaks `text/csv` requests to
-    `mlflow models serve` (it cannot give pandas a dtype for `any`). So the model validates the
-    records (features.model_input: the three columns present and numeric) and says what is wrong
-    in an MlflowException, which the server answers with HTTP 400 and that message. The input
-    columns are recorded in the model's metadata (INPUT_COLUMNS_KEY) and its input example.
+    `mlflow models serve` (it cannot give pandas a dtype for `any`); a pickup time comes as a
+    datetime, or as a string from JSON and CSV. So the model validates the records
+    (features.model_input: the columns present, the zones and distance numeric, the pickup time
+    readable) and says what is wrong in an MlflowException, which the server answers with HTTP
+    400 and that message. The input columns are recorded in the model's metadata (`metadata`)
+    and its input example.
     """
     return ModelSignature(outputs=Schema([ColSpec("double")]))
 
 
-def log_model(**kwargs: Any) -> str:
-    """Log a pyfunc model to the active run; returns its `models:/m-...` URI."""
+def metadata(features: str) -> dict[str, Any]:
+    """What the model's MLmodel file says of its inputs: the columns, the feature set and (for a
+    time model) the names the pickup time may come under."""
+    found: dict[str, Any] = {
+        INPUT_COLUMNS_KEY: list(model_input_columns(features)),
+        FEATURES_KEY: features,
+    }
+    if features != COURSE_FEATURES:
+        found[PICKUP_COLUMNS_KEY] = list(PICKUP_ALIASES)
+    return found
+
+
+def features_of(model_metadata: dict[str, Any] | None) -> str:
+    """The feature set a logged model was trained with, from its metadata (models logged before
+    there were feature sets say none: they read the zones and the distance)."""
+    return str((model_metadata or {}).get(FEATURES_KEY, COURSE_FEATURES))
+
+
+def features_of_model(model_uri: str) -> str:
+    """The feature set of the model at `model_uri`, read from its MLmodel file alone (a version
+    whose logged model lives in another store, or none, reads as well)."""
+    return features_of(mlflow.models.Model.load(model_uri).metadata)
+
+
+def log_model(features: str, **kwargs: Any) -> str:
+    """Log a pyfunc model trained with `features` to the active run; returns its
+    `models:/m-...` URI."""
     # MLflow warns that a pickled python_model needs caution; its class ships as code
     # (code_paths), and the pickle holds only the two artifact names.
     pyfunc_logger = logging.getLogger("mlflow.pyfunc")
@@ -99,7 +137,7 @@ def log_model(**kwargs: Any) -> str:
         info = mlflow.pyfunc.log_model(
             signature=signature(),
             pip_requirements=requirements(),
-            metadata={INPUT_COLUMNS_KEY: list(MODEL_INPUT_COLUMNS)},
+            metadata=metadata(features),
             **kwargs,
         )
     finally:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from steps.config import Month
+from steps.contracts import COURSE_FEATURES
 
 MODEL = "model"  # the role of model_uri
 COMPARE_TO = "compare_to"  # the role of compare_to
@@ -32,6 +33,7 @@ class ModelUsed:
     version: str
     requested: str  # the URI as the user gave it (an alias moves; the version does not)
     column: str  # its column in the predictions files
+    features: str = COURSE_FEATURES  # what it was trained with: time models read the pickup
 
     @property
     def uri(self) -> str:

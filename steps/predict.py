@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -51,15 +52,16 @@ from steps.contracts import (
     INFERENCE_CONTEXT,
     METRICS_BY_MONTH_CSV,
     METRICS_BY_MONTH_JSON,
-    MODEL_INPUT_COLUMNS,
     PICKUP,
     PREDICT,
     PREDICTION,
     PREDICTION_INPUT_COLUMNS,
     PREDICTIONS_DIR,
     RMSE_BY_MONTH_PLOT,
+    SCORING_COLUMNS,
     TLC_URL,
     TRAIN_BEST,
+    model_input_columns,
     predictions_file,
     tlc_file_name,
 )
@@ -72,6 +74,7 @@ from steps.tlc import (
     COLUMN_KINDS,
     fetch_month,
     month_location,
+    null_count,
     parquet_digest,
     read_trips,
     trip_columns,
@@ -144,7 +147,29 @@ def resolve(ref: ModelRef, role: str, param: str) -> ModelUsed:
         lambda: registry.version_numbers(ref.name),
         param,
     )
-    return ModelUsed(role, ref.name, version, str(ref), ROLE_COLUMN[role])
+    uri = f"models:/{ref.name}/{version}"
+    return ModelUsed(
+        role, ref.name, version, str(ref), ROLE_COLUMN[role], model.features_of_model(uri)
+    )
+
+
+def check_inputs(path: Path, fields: Mapping[str, Any], models: Sequence[ModelUsed]) -> None:
+    """Refuse, before scoring, a month a model cannot score: a time model needs every trip's
+    pickup time (a file without the column, or with trips that lack it)."""
+    needing = [m for m in models if PICKUP in model_input_columns(m.features)]
+    if not needing:
+        return
+    if PICKUP not in fields:
+        problem = "has no pickup time column"
+    elif missing := null_count(path, fields[PICKUP].name):
+        problem = f"has {missing:,} trips without a pickup time"
+    else:
+        return
+    who = ", ".join(f"{m.label} (features={m.features})" for m in needing)
+    raise PipelineError(
+        f"{path.name} {problem}, which {who} needs; score it with a model trained with "
+        "features=course, or fix the file"
+    )
 
 
 def training_filter(used: ModelUsed) -> tuple[float, float]:
@@ -186,7 +211,7 @@ def score_with_pandas(
     results = []
     for month, path in months.items():
         trips = read_trips(path, optional=OPTIONAL_COLUMNS)
-        inputs = trips[list(MODEL_INPUT_COLUMNS)]
+        inputs = trips[list(SCORING_COLUMNS)]
         frame = prediction_frame(trips, {c: m.predict(inputs) for c, m in loaded.items()})
         dest = staged / predictions_file(taxi, str(month))
         outputs.write_frame(frame, dest)
@@ -290,7 +315,7 @@ def main(
         cache = Path(cache_dir).expanduser()
         paths = {month: fetch_month(source, taxi, str(month), cache) for month in wanted}
         for month, path in paths.items():  # every file's columns, before scoring any of them
-            trip_columns(path, optional=OPTIONAL_COLUMNS)
+            check_inputs(path, trip_columns(path, optional=OPTIONAL_COLUMNS), models)
             runs.log_dataset_reference(
                 month_location(source, taxi, str(month)),
                 tlc_file_name(taxi, str(month)),

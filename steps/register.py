@@ -35,16 +35,19 @@ from steps.contracts import (
     CHAMPION_MOVE_TAG,
     CHAMPION_SINCE_TAG,
     CHAMPION_UNTIL_TAG,
+    COURSE_FEATURES,
     DISTANCE,
     DO,
     FEATURIZE,
-    MODEL_INPUT_COLUMNS,
     MODEL_NAME,
     MODEL_URI_TAG,
+    PICKUP,
+    PICKUP_ALIASES,
     PU,
     REGISTER,
     REGISTRATION_FILE,
     RMSE_METRIC,
+    SCORING_COLUMNS,
     TARGET,
     trips_split_path,
 )
@@ -120,7 +123,7 @@ def incumbent_score(
         tested_on = f"tested on {tags['test_month']}"
         return Incumbent(str(champion.version), float(tags["test_rmse"]), tested_on)
     loaded = model.load(f"models:/{model_name}/{champion.version}")
-    predictions = loaded.predict(test_trips[list(MODEL_INPUT_COLUMNS)])
+    predictions = loaded.predict(test_trips[list(SCORING_COLUMNS)])
     rmse = features.rmse(test_trips[TARGET].to_numpy(), predictions)
     return Incumbent(str(champion.version), rmse, f"re-scored on {data_tags.get('test_month')}")
 
@@ -245,8 +248,13 @@ def incumbent_version(incumbent: Incumbent | None) -> str:
 
 # --- what a person reads: descriptions (markdown in the MLflow UI) and registration.json -----
 
-# What each of the model's input columns (contracts.MODEL_INPUT_COLUMNS) holds.
+# What each of the model's input columns (contracts.SCORING_COLUMNS) holds.
 INPUT_MEANINGS: dict[str, str] = {
+    PICKUP: (
+        "pickup time, as a datetime or an ISO 8601 string (2021-03-01T08:15:00); also read as "
+        f"{' or '.join(PICKUP_ALIASES[:2])}. Only versions trained with `features=time` (tag "
+        "`features`) read it"
+    ),
     PU: "pickup taxi zone, a TLC zone ID (1..265)",
     DO: "dropoff taxi zone, a TLC zone ID (1..265)",
     DISTANCE: "trip distance in miles, as the taximeter reports it",
@@ -282,10 +290,10 @@ def model_description(model_name: str) -> str:
     """The registered model's description: what it predicts, its inputs, how to use it."""
     uri = f"models:/{model_name}@{CHAMPION}"
     serve = "make serve" if model_name == MODEL_NAME else f"make serve MODEL_URI={uri}"
-    rows = "\n".join(f"| `{c}` | {INPUT_MEANINGS.get(c, '')} |" for c in MODEL_INPUT_COLUMNS)
+    rows = "\n".join(f"| `{c}` | {INPUT_MEANINGS.get(c, '')} |" for c in SCORING_COLUMNS)
     return f"""\
 Predicts how long a New York City taxi trip takes, **in minutes**, from where it starts, where \
-it ends and how far it goes: XGBoost trained on the TLC trip records.
+it ends, how far it goes and when it starts: XGBoost trained on the TLC trip records.
 
 **Input**: raw trip records (a pandas DataFrame; JSON or CSV when served) with these columns; \
 other columns, such as a whole TLC row, are ignored.
@@ -425,6 +433,7 @@ def main(train_run: str, model_name: str, min_improvement: float) -> None:
         version_tags = {
             **data_tags,
             "encoding": trained.data.tags.get("encoding", ""),
+            "features": trained.data.tags.get("features", COURSE_FEATURES),
             "test_rmse": f"{test_rmse:.6f}",
             "val_rmse": f"{trained.data.metrics['val_rmse']:.6f}",
             "source_run": trained.info.run_id,

@@ -24,9 +24,9 @@ from steps.contracts import (
     DISTANCE,
     DO,
     DROPOFF,
-    MODEL_INPUT_COLUMNS,
     PICKUP,
     PU,
+    SCORING_COLUMNS,
     TARGET,
 )
 from steps.errors import PipelineError
@@ -151,7 +151,7 @@ def score(trips: Any, udfs: Mapping[str, Any]) -> Any:
         return F.unix_micros(F.col(column).cast("timestamp"))
 
     seconds = (micros(DROPOFF) - micros(PICKUP)).cast("double") / 1_000_000.0
-    inputs = F.struct(*MODEL_INPUT_COLUMNS)
+    inputs = F.struct(*SCORING_COLUMNS)
     return trips.select(
         PICKUP,
         PU,

@@ -17,7 +17,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from steps.contracts import DISTANCE, DO, DROPOFF, PICKUP, PU, TLC_URL, tlc_file_name
+from steps.contracts import (
+    DISTANCE,
+    DO,
+    DROPOFF,
+    DROPOFF_ALIASES,
+    PICKUP,
+    PICKUP_ALIASES,
+    PU,
+    TLC_URL,
+    tlc_file_name,
+)
 from steps.errors import PipelineError
 from steps.processes import process_alive
 
@@ -31,8 +41,8 @@ _FOOTER_TAIL = 8
 # Canonical column -> names TLC has used for it (matched case-insensitively).
 # Green files say lpep_, yellow files tpep_, FHV files neither.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
-    PICKUP: ("lpep_pickup_datetime", "tpep_pickup_datetime", "pickup_datetime"),
-    DROPOFF: ("lpep_dropoff_datetime", "tpep_dropoff_datetime", "dropoff_datetime"),
+    PICKUP: PICKUP_ALIASES,
+    DROPOFF: DROPOFF_ALIASES,
     PU: ("PULocationID",),
     DO: ("DOLocationID",),
     DISTANCE: ("trip_distance",),
@@ -254,6 +264,20 @@ def trip_columns(path: Path, optional: tuple[str, ...] = ()) -> dict[str, pa.Fie
             "use a TLC green or yellow trip-record file"
         )
     return chosen
+
+
+def null_count(path: Path, column: str) -> int:
+    """How many values of `column` are missing, from the footer's statistics when every row
+    group has them (a few kilobytes read), else by reading that one column."""
+    metadata = pq.ParquetFile(path).metadata
+    index = metadata.schema.names.index(column)
+    counts = []
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(index).statistics
+        if stats is None or not stats.has_null_count:
+            return int(pq.read_table(path, columns=[column]).column(0).null_count)
+        counts.append(stats.null_count)
+    return int(sum(counts))
 
 
 def read_trips(path: Path, optional: tuple[str, ...] = ()) -> pd.DataFrame:

@@ -7,12 +7,14 @@ the training month(s) with early stopping on the whole validation month.
 Artifacts: the pyfunc model `model` (raw records in, minutes out; signature and input example),
 preprocessor/preprocessor.pkl, autolog's per-iteration metrics and importances, and pictures
 of the test month: plots/test_predictions.png (predicted vs actual), plots/test_errors.png
-(error by distance band and pickup hour), plots/feature_importance.png (each input's share of
-the gain). Metrics: val_rmse, test_rmse, training_seconds, n_trees, train_rows and val_rows (the
-rows the refit used: every row, whatever sample hpo searched on), and MLflow's standard
-regression metrics of the test month (mlflow.models.evaluate: root_mean_squared_error,
+(error by distance band, pickup hour and day of the week), plots/feature_importance.png (each
+input's share of the gain). The model's metadata names its feature set and input columns; its
+input example holds five test trips as a request carries them.
+Metrics: val_rmse, test_rmse, training_seconds, n_trees, train_rows and val_rows (the rows the
+refit used: every row, whatever sample hpo searched on), and MLflow's standard regression
+metrics of the test month (mlflow.models.evaluate: root_mean_squared_error,
 mean_absolute_error, r2_score, mean_absolute_percentage_error, max_error, ...), which are also
-linked to the logged model. Tag model_uri (models:/m-...).
+linked to the logged model. Tags model_uri (models:/m-...), features, encoding.
 The run's description (its page in the MLflow UI) sums them up.
 """
 
@@ -35,10 +37,10 @@ from steps.contracts import (
     BOOSTER_FILE,
     FEATURE_IMPORTANCE_PLOT,
     FEATURIZE,
-    MODEL_INPUT_COLUMNS,
     MODEL_NAME_IN_RUN,
     MODEL_URI_TAG,
     OUTPUT_DIGEST_TAG,
+    PICKUP,
     PREPROCESSOR_DIR,
     PREPROCESSOR_PATH,
     TARGET,
@@ -46,6 +48,7 @@ from steps.contracts import (
     TEST_PREDICTIONS_PLOT,
     TRAIN_BEST,
     matrix_split_path,
+    model_input_columns,
     trips_split_path,
 )
 from steps.errors import PipelineError
@@ -101,6 +104,15 @@ def candidates_of(hpo_run: Any) -> list[Candidate]:
     ]
 
 
+def input_example(test_trips: pd.DataFrame, features: str) -> pd.DataFrame:
+    """Five test trips as a request carries them: the columns the model reads, a pickup time
+    as the ISO 8601 string a JSON or CSV request holds."""
+    example = test_trips[list(model_input_columns(features))].head(5)
+    if PICKUP in example.columns:
+        example = example.assign(**{PICKUP: example[PICKUP].dt.strftime("%Y-%m-%dT%H:%M:%S")})
+    return example.reset_index(drop=True)
+
+
 def importance_by_input(scores: Mapping[str, Any], columns: list[str]) -> pd.Series:
     """Each model input's share of the booster's total gain, largest first.
 
@@ -126,6 +138,7 @@ def describe(
     errors: Mapping[str, pd.DataFrame],
     shares: pd.Series,
     model_uri: str,
+    features: str,
 ) -> str:
     """The run's description (markdown, shown on its page in the MLflow UI)."""
     why = (
@@ -148,8 +161,9 @@ Largest errors on the test month: trips of {worst.name} (RMSE {worst["rmse"]:.1f
 {int(worst["trips"]):,} trips). Share of the gain: {relies}.
 
 Pictures: `{TEST_PREDICTIONS_PLOT}`, `{TEST_ERRORS_PLOT}`, `{FEATURE_IMPORTANCE_PLOT}`. \
-The model, `{model_uri}`, takes raw trip records ({", ".join(MODEL_INPUT_COLUMNS)}) and \
-answers minutes: `mlflow.pyfunc.load_model("{model_uri}")`.
+The model, `{model_uri}` (features **{features}**), takes raw trip records \
+({", ".join(model_input_columns(features))}) and answers minutes: \
+`mlflow.pyfunc.load_model("{model_uri}")`.
 """
 
 
@@ -185,6 +199,7 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
         }
         test_trips = pd.read_parquet(runs.download(fid, trips_split_path("test")))
         preprocessor_path = runs.download(fid, PREPROCESSOR_PATH)
+        preprocessor = load_preprocessor(preprocessor_path)
 
         budget = hpo.data.params
         rows = {"train_rows": matrices["train"].rows, "val_rows": matrices["val"].rows}
@@ -205,8 +220,8 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
             booster_path = Path(tmp) / BOOSTER_FILE
             fit.booster.save_model(booster_path)
             booster_digest = digest_files(Path(tmp), [booster_path.name])
-            example = test_trips[list(MODEL_INPUT_COLUMNS)].head(5)
             model_uri = model.log_model(
+                preprocessor.features,
                 name=MODEL_NAME_IN_RUN,
                 python_model=model.TripDurationModel(),
                 artifacts={
@@ -214,7 +229,7 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
                     model.PREPROCESSOR_ARTIFACT: str(preprocessor_path),
                 },
                 code_paths=[str(STEPS_DIR)],
-                input_example=example,
+                input_example=input_example(test_trips, preprocessor.features),
             )
         runs.log_artifact(preprocessor_path, PREPROCESSOR_DIR)
         y_test = test_trips[TARGET].to_numpy()
@@ -223,7 +238,7 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
         runs.log_figure(plot_errors(errors, "test"), TEST_ERRORS_PLOT)
         shares = importance_by_input(
             fit.booster.get_score(importance_type="total_gain"),
-            matrix_columns(load_preprocessor(preprocessor_path)),
+            matrix_columns(preprocessor),
         )
         runs.log_figure(plot_feature_importance(shares), FEATURE_IMPORTANCE_PLOT)
         metrics = {
@@ -245,6 +260,7 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
             {
                 **runs.data_tags(hpo),
                 "encoding": encoding,
+                "features": preprocessor.features,
                 "selected_trial_run_id": chosen.run_id,
                 MODEL_URI_TAG: model_uri,
                 # register reads the model and featurize's test trips (covered by hpo's digest)
@@ -261,6 +277,7 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
                 errors,
                 shares,
                 model_uri,
+                preprocessor.features,
             )
         )
         print(

@@ -13,10 +13,10 @@ import pytest
 
 from steps import features
 from steps.contracts import (
-    MODEL_INPUT_COLUMNS,
     MODEL_URI_TAG,
     PARENT_RUN_TAG,
     PROFILE_FILE,
+    SCORING_COLUMNS,
     TARGET,
     TRIP_COLUMNS,
     raw_split_path,
@@ -119,7 +119,7 @@ def test_train_best_refits_on_every_row_and_validates_on_the_whole_month(window)
     val = pd.read_parquet(store.artifact(rid(uris["featurize"]), trips_split_path("val")))
     mlflow.set_tracking_uri(store.uri)
     model = mlflow.pyfunc.load_model(trained.data.tags[MODEL_URI_TAG])
-    predicted = model.predict(val[list(MODEL_INPUT_COLUMNS)])
+    predicted = model.predict(val[list(SCORING_COLUMNS)])
     assert features.rmse(val[TARGET].to_numpy(), predicted) == pytest.approx(
         trained.data.metrics["val_rmse"], rel=1e-5
     )

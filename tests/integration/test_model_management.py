@@ -17,12 +17,12 @@ from steps.contracts import (
     EXPERIMENT_NAME,
     HPO,
     MAIN,
-    MODEL_INPUT_COLUMNS,
     MODEL_NAME,
     MODEL_URI_TAG,
     REGISTER,
     REGISTRATION_FILE,
     RMSE_METRIC,
+    SCORING_COLUMNS,
     STEP_TAG,
     TRAIN_BEST,
 )
@@ -90,7 +90,7 @@ def test_register_describes_the_model_the_version_and_its_run(trained_store):
     client = trained_store.client
     model = client.get_registered_model(MODEL_NAME)
     assert "**in minutes**" in model.description
-    assert all(f"`{column}`" in model.description for column in MODEL_INPUT_COLUMNS)
+    assert all(f"`{column}`" in model.description for column in SCORING_COLUMNS)
     assert f"mlflow.pyfunc.load_model('models:/{MODEL_NAME}@{CHAMPION}')" in model.description
     assert "`make serve`" in model.description
     (trained,) = step_runs(trained_store, TRAIN_BEST)

@@ -21,10 +21,10 @@ from steps.contracts import (
     DEFAULT_MODEL_URI,
     METRICS_BY_MONTH_CSV,
     METRICS_BY_MONTH_JSON,
-    MODEL_INPUT_COLUMNS,
     MODEL_NAME,
     PREDICTION,
     RMSE_BY_MONTH_PLOT,
+    SCORING_COLUMNS,
     STEP_TAG,
     TARGET,
 )
@@ -143,7 +143,7 @@ def test_predict_scores_each_month_and_monitors_the_champion(predict):
     ]
     mlflow.set_tracking_uri(predict.store.uri)
     expected = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}").predict(
-        raw[list(MODEL_INPUT_COLUMNS)]
+        raw[list(SCORING_COLUMNS)]
     )
     np.testing.assert_array_equal(out[PREDICTION].to_numpy(), expected.astype("float64"))
     trips = read_trips(DATA_DIR / "green_tripdata_2023-02.parquet")
@@ -265,6 +265,37 @@ def test_predict_refuses_a_file_without_the_model_inputs(predict, tmp_path):
     assert_failed_run(predict)
     [run] = predict.runs()
     assert predict.client.list_artifacts(run.info.run_id) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ("drop", "has no pickup time column"),
+        ("blank", "has 2 trips without a pickup time"),
+    ],
+)
+def test_predict_refuses_a_month_a_time_model_cannot_score(predict, tmp_path, change, fragment):
+    """The champion reads the pickup time: a file without it, or with trips that lack it, is
+    refused before any month is scored, naming the file and the model."""
+    folder = folder_with(tmp_path, ["2021-02", "2021-03"])
+    path = folder / "green_tripdata_2021-03.parquet"
+    table = pq.read_table(path)
+    if change == "drop":
+        table = table.drop_columns(["lpep_pickup_datetime"])
+    else:
+        index = table.schema.get_field_index("lpep_pickup_datetime")
+        pickup = table.column(index).to_pylist()
+        pickup[5] = pickup[700] = None
+        table = table.set_column(
+            index, "lpep_pickup_datetime", pa.array(pickup, pa.timestamp("us"))
+        )
+    pq.write_table(table, path)
+    result = predict.run("--months", "2021-02..2021-03", "--source", str(folder))
+    assert_refused(
+        result,
+        f"green_tripdata_2021-03.parquet {fragment}, which {MODEL_NAME} v1 (features=time) needs",
+    )
+    assert_failed_run(predict)
 
 
 def test_a_month_failing_mid_way_leaves_no_predictions_file(predict, tmp_path):

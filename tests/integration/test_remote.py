@@ -244,10 +244,11 @@ def test_champion_loads_in_a_fresh_process_that_knows_only_the_server(stack, pip
         raw = pd.read_parquet({str(DATA_DIR / "green_tripdata_2021-03.parquet")!r}).head(200)
         model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}@champion")
         minutes = model.predict(raw)
-        short = model.predict(pd.DataFrame(
-            {{"PULocationID": [74], "DOLocationID": [75], "trip_distance": [0.8]}}))
-        long = model.predict(pd.DataFrame(
-            {{"PULocationID": [74], "DOLocationID": [138], "trip_distance": [9.5]}}))
+        at = "2021-03-02T10:00:00"
+        short = model.predict(pd.DataFrame({{"lpep_pickup_datetime": [at],
+            "PULocationID": [74], "DOLocationID": [75], "trip_distance": [0.8]}}))
+        long = model.predict(pd.DataFrame({{"lpep_pickup_datetime": [at],
+            "PULocationID": [74], "DOLocationID": [138], "trip_distance": [9.5]}}))
         print(len(minutes), float(minutes.mean()), float(short[0]), float(long[0]))
         """
     )

@@ -21,6 +21,7 @@ from steps.contracts import DEFAULT_MODEL_URI, DISTANCE, DO, MODEL_INPUT_COLUMNS
 from tests.conftest import BIN_DIR, DATA_DIR, PROJECT_DIR
 from tests.integration.servers import Process, free_port, wait_until
 
+GREEN_PICKUP = "lpep_pickup_datetime"  # the champion reads the time as a green TLC row has it
 VENV = Path(sys.executable).parent.parent  # not resolved: python may link outside the venv
 
 
@@ -50,9 +51,11 @@ def server(trained_store, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def records() -> pd.DataFrame:
-    """Real trips: the model's columns, an extra column it ignores, and a missing zone."""
+    """Real trips: the model's columns (the pickup time as green rows name it), an extra column
+    it ignores, and a missing zone."""
     trips = pd.read_parquet(DATA_DIR / "green_tripdata_2021-03.parquet").head(20)
-    frame = trips[[*MODEL_INPUT_COLUMNS, "passenger_count"]].dropna().reset_index(drop=True)
+    columns = [GREEN_PICKUP, *MODEL_INPUT_COLUMNS, "passenger_count"]
+    frame = trips[columns].dropna().reset_index(drop=True)
     return frame.astype({PU: "float64"}).assign(**{PU: lambda f: f[PU].mask(f.index == 0)})
 
 
@@ -76,24 +79,65 @@ def test_the_server_answers_ping(server):
 def test_served_predictions_are_the_in_process_ones(server, records, expected, form):
     if form == "csv":
         response = invoke(server, records.to_csv(index=False), "text/csv")
-    else:
+    else:  # the times as the ISO 8601 strings a JSON request carries
         orient = form.removeprefix("dataframe_")
-        payload = json.loads(records.to_json(orient=orient, index=False))
+        payload = json.loads(records.to_json(orient=orient, index=False, date_format="iso"))
         response = invoke(server, json.dumps({form: payload}))
     assert response.status_code == 200, response.text
     served = np.array(response.json()["predictions"], dtype="float64")
     np.testing.assert_array_equal(served, expected)
 
 
+def test_the_pickup_time_changes_the_answer(server):
+    """The same trip at 8 am on a Tuesday and at 3 am on a Sunday: a time-aware champion knows
+    the difference, whichever name and form the time comes in."""
+    trip = {PU: 74, DO: 138, DISTANCE: 9.5}
+    rush, night = "2021-03-02T08:00:00", "2021-03-07 03:00:00"
+    records = [
+        {GREEN_PICKUP: rush, **trip},
+        {GREEN_PICKUP: night, **trip},
+        {GREEN_PICKUP: "2021-03-02T13:00:00Z", **trip},  # 08:00 in New York
+    ]
+    response = invoke(server, json.dumps({"dataframe_records": records}))
+    assert response.status_code == 200, response.text
+    at_rush, at_night, with_offset = response.json()["predictions"]
+    assert at_rush != at_night
+    assert with_offset == at_rush
+    yellow = invoke(
+        server, json.dumps({"dataframe_records": [{"tpep_pickup_datetime": rush, **trip}]})
+    )
+    assert yellow.json()["predictions"] == [at_rush]
+
+
 BAD_REQUESTS = {
     "string zone": (
-        {"dataframe_records": [{PU: "Astoria", DO: 75, DISTANCE: 0.8}]},
+        {
+            "dataframe_records": [
+                {GREEN_PICKUP: "2021-03-02T08:00", PU: "Astoria", DO: 75, DISTANCE: 0.8}
+            ]
+        },
         "column PULocationID must be numeric, got 'Astoria'",
     ),
     "missing column": (
-        {"dataframe_split": {"columns": [PU, DO], "data": [[74, 75]]}},
-        "input records lack column(s) trip_distance; the model needs PULocationID, "
-        "DOLocationID, trip_distance for each trip",
+        {
+            "dataframe_split": {
+                "columns": [GREEN_PICKUP, PU, DO],
+                "data": [["2021-03-02T08:00", 74, 75]],
+            }
+        },
+        "input records lack column(s) trip_distance; the model needs pickup_datetime, "
+        "PULocationID, DOLocationID, trip_distance for each trip",
+    ),
+    "no pickup time": (
+        {"dataframe_records": [{PU: 74, DO: 75, DISTANCE: 0.8}]},
+        "input records lack a pickup time; this model needs one of lpep_pickup_datetime, "
+        "tpep_pickup_datetime, pickup_datetime for each trip (a datetime or an ISO 8601 string "
+        "such as 2021-03-01T08:15:00)",
+    ),
+    "unreadable pickup time": (
+        {"dataframe_records": [{GREEN_PICKUP: "last Tuesday", PU: 74, DO: 75, DISTANCE: 0.8}]},
+        "column lpep_pickup_datetime of record 0 is not a pickup time ('last Tuesday'); give a "
+        "datetime or an ISO 8601 string such as 2021-03-01T08:15:00",
     ),
 }
 

@@ -114,7 +114,8 @@ def test_featurize_logs_preprocessor_matrices_and_kept_rows(chain):
             run.data.metrics[f"{split}_rows_dropped"],
         )
         assert kept + dropped == 3000 and 2700 < kept < 3000
-    assert run.data.metrics["n_features"] == 3
+    assert run.data.metrics["n_features"] == 5  # zones, distance, pickup hour and weekday
+    assert run.data.tags["features"] == "time"
     paths = {a.path for a in store.client.list_artifacts(run.info.run_id, "matrices")}
     assert paths == {"matrices/train.parquet", "matrices/val.parquet", "matrices/test.parquet"}
     assert store.client.list_artifacts(run.info.run_id, "preprocessor")[0].path.endswith(".pkl")
@@ -155,7 +156,9 @@ def test_train_best_logs_a_model_that_takes_raw_records(chain):
     mlflow.set_tracking_uri(store.uri)
     model = mlflow.pyfunc.load_model(run.data.tags[MODEL_URI_TAG])
     raw = pd.read_parquet(DATA_DIR / "green_tripdata_2021-03.parquet").head(50)
-    minutes = model.predict(raw[["PULocationID", "DOLocationID", "trip_distance"]])
+    minutes = model.predict(
+        raw[["lpep_pickup_datetime", "PULocationID", "DOLocationID", "trip_distance"]]
+    )
     assert len(minutes) == 50 and 1 < float(minutes.mean()) < 60
     plots = {a.path for a in store.client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {TEST_PREDICTIONS_PLOT, TEST_ERRORS_PLOT, FEATURE_IMPORTANCE_PLOT}

@@ -64,6 +64,35 @@ def wait_for(predicate, seconds: float = 240, what: str = "condition") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def freeze_mid_trial(client: MlflowClient, experiment: str, session_id: int) -> None:
+    """Stop the pipeline's hpo process (SIGSTOP) at a moment when one of its trials is RUNNING,
+    so that a kill then leaves a trial behind for sure. A trial on the samples lasts a fraction
+    of a second, and a look at the store at the wrong moment sees none running, or sees the
+    search over: so hpo is let run in short slices, stopped after each, until a look finds a
+    trial running."""
+    deadline = time.monotonic() + 240
+    hpo = None
+    while hpo is None and time.monotonic() < deadline:
+        found = subprocess.run(
+            ["pgrep", "-s", str(session_id), "-f", "^python[0-9.]* -m steps.hpo "],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        hpo = int(found[0]) if found else None
+        time.sleep(0.02)
+    assert hpo is not None, "the pipeline never started hpo"
+    query = "tags.`model` = 'xgboost' and attributes.status = 'RUNNING'"
+    while time.monotonic() < deadline:
+        os.kill(hpo, signal.SIGSTOP)
+        if runs_in(client, experiment, query):
+            return
+        os.kill(hpo, signal.SIGCONT)
+        # Longer slices while it starts up, short ones once its trials have begun.
+        started = runs_in(client, experiment, "tags.`model` = 'xgboost'")
+        time.sleep(0.003 if started else 0.05)
+    raise AssertionError("never caught hpo during a trial")
+
+
 def latest_main(client: MlflowClient, experiment: str = EXPERIMENT_NAME):
     exp = client.get_experiment_by_name(experiment)
     return client.search_runs(
@@ -91,9 +120,7 @@ def test_pipeline_killed_mid_hpo_is_cleaned_up_and_resumed_by_the_next_main(stor
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    wait_for(
-        lambda: runs_in(client, "lid-closed", "tags.`model` = 'xgboost'"), what="the first trial"
-    )
+    freeze_mid_trial(client, "lid-closed", pipeline.pid)
     os.killpg(pipeline.pid, signal.SIGKILL)  # mlflow run, main and hpo, all at once
     pipeline.wait(timeout=30)
     before = {r.data.tags.get(STEP_TAG) for r in running(client)}
@@ -361,7 +388,8 @@ def test_served_model_answers_odd_records_and_refuses_unusable_ones(pipeline_wit
     _, uri, _, _ = pipeline_with_secrets
     ok = predict_in_fresh_process(
         uri,
-        "pd.DataFrame({'PULocationID': [74, 999, 74.0, None], 'DOLocationID': [75, 75, 75, 75],"
+        "pd.DataFrame({'lpep_pickup_datetime': ['2021-03-02T08:00'] * 4,"
+        " 'PULocationID': [74, 999, 74.0, None], 'DOLocationID': [75, 75, 75, 75],"
         " 'trip_distance': [1.2, 1.2, -3.0, 1.2]})",
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
@@ -369,13 +397,20 @@ def test_served_model_answers_odd_records_and_refuses_unusable_ones(pipeline_wit
     assert len(minutes) == 4 and all(0 < m < 120 for m in minutes)  # unknown zone = missing
 
     missing = predict_in_fresh_process(
-        uri, "pd.DataFrame({'PULocationID': [74], 'trip_distance': [1.2]})"
+        uri,
+        "pd.DataFrame({'pickup_datetime': ['2021-03-02T08:00'], 'PULocationID': [74],"
+        " 'trip_distance': [1.2]})",
     )
     assert missing.returncode != 0 and "DOLocationID" in missing.stderr.splitlines()[-1]
+    no_time = predict_in_fresh_process(
+        uri, "pd.DataFrame({'PULocationID': [74], 'DOLocationID': [75], 'trip_distance': [1.2]})"
+    )
+    assert no_time.returncode != 0 and "lack a pickup time" in no_time.stderr.splitlines()[-1]
 
     wrong_type = predict_in_fresh_process(
         uri,
-        "pd.DataFrame({'PULocationID': ['Astoria'], 'DOLocationID': [75], 'trip_distance': [1.2]})",
+        "pd.DataFrame({'pickup_datetime': ['2021-03-02T08:00'], 'PULocationID': ['Astoria'],"
+        " 'DOLocationID': [75], 'trip_distance': [1.2]})",
     )
     assert wrong_type.returncode != 0
     last = wrong_type.stderr.splitlines()[-1]

@@ -43,8 +43,10 @@ def test_runs_table_url_opens_model_training():
     assert runs_table_url("http://127.0.0.1:5000/", "7") == LINK
 
 
-def test_main_run_name_says_taxi_months_encoding_and_trials():
-    assert main.run_name(DEFAULTS) == "green 2021-01/2021-02/2021-03 categorical 50 trials"
+def test_main_run_name_says_taxi_months_features_encoding_and_trials():
+    assert main.run_name(DEFAULTS) == "green 2021-01/2021-02/2021-03 time categorical 50 trials"
+    course = {**DEFAULTS, "features": "course"}
+    assert main.run_name(course) == "green 2021-01/2021-02/2021-03 course categorical 50 trials"
 
 
 def test_only_mlflows_random_run_names_are_replaced():
@@ -116,8 +118,11 @@ def test_featurize_description_tabulates_what_each_split_kept():
     stats = FilterStats(
         rows_in=3000, rows_kept=2892, dropped_duration=108, unknown_zone=4, invalid_distance=1
     )
-    text = featurize.describe("categorical", 3, {"train": stats}, 1.0, 60.0)
+    text = featurize.describe("course", "categorical", 3, {"train": stats}, 1.0, 60.0)
     assert "**1 to 60 minutes**" in text and "**categorical**" in text and "3 features" in text
+    assert "pickup hour" not in text
+    timed = featurize.describe("time", "categorical", 5, {"train": stats}, 1.0, 60.0)
+    assert "**time**" in timed and "pickup hour" in timed and "5 features" in timed
     assert ["train", "3,000", "2,892", "108", "4", "1"] in table_rows(text)
 
 
@@ -144,7 +149,9 @@ def test_train_best_description_says_what_was_retrained_and_where_it_errs():
     }
     shares = pd.Series({DISTANCE: 0.8, PU: 0.2})
     metrics = {"val_rmse": 6.1, "test_rmse": 6.3, "n_trees": 80.0}
-    text = train_best.describe(chosen, 0.5, metrics, "2021-03", errors, shares, "models:/m-1")
+    text = train_best.describe(
+        chosen, 0.5, metrics, "2021-03", errors, shares, "models:/m-1", "time"
+    )
     assert text.startswith("Retrained trial-009 (run `t9`), the cheapest trial (trees x depth)")
     assert "within 0.5 min of the best" in text
     assert "- test RMSE: **6.300 minutes**" in text
@@ -163,13 +170,15 @@ def test_train_best_description_lists_mlflows_standard_metrics_when_logged():
     metrics = {"val_rmse": 6.1, "test_rmse": 6.3, "n_trees": 80.0}
     standard = {"mean_absolute_error": 4.42, "r2_score": 0.691, "max_error": 38.4}
     with_them = train_best.describe(
-        chosen, 0.0, metrics | standard, "2021-03", errors, shares, "models:/m-1"
+        chosen, 0.0, metrics | standard, "2021-03", errors, shares, "models:/m-1", "time"
     )
     assert (
         "- on the test month (`mlflow.models.evaluate`): MAE 4.420 min, R² 0.691, "
         "max error 38.4 min\n" in with_them
     )
-    without = train_best.describe(chosen, 0.0, metrics, "2021-03", errors, shares, "models:/m-1")
+    without = train_best.describe(
+        chosen, 0.0, metrics, "2021-03", errors, shares, "models:/m-1", "time"
+    )
     assert "mlflow.models.evaluate" not in without
 
 
