@@ -4,7 +4,8 @@ Run with `python benchmarks/serve.py` from the project root, where `mlflow.db` h
 champion (or pass --tracking-uri). It starts the server on 127.0.0.1 on a free port, with the
 venv first on PATH as `make serve` does, and stops it at the end; nothing leaves this machine.
 
-Two request sizes, real trips from --data (dataframe_split JSON): 1 record and 10,000 records,
+Two request sizes, real trips from --data (dataframe_split JSON, the columns the model's
+metadata names, a pickup time as an ISO string): 1 record and 10,000 records,
 each sent by --clients concurrent clients (one HTTP session each) until --requests requests
 (or --max-seconds) per size. Prints requests/s, rows/s, p50 and p99 latency, and errors (any
 answer other than HTTP 200 with as many predictions as rows: must be 0). JSON in --out.
@@ -26,11 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 import requests
+from mlflow.models import Model
 
-from steps.contracts import DEFAULT_MODEL_URI, MODEL_INPUT_COLUMNS
+from steps.contracts import DEFAULT_MODEL_URI, MODEL_INPUT_COLUMNS, PICKUP
+
+GREEN_PICKUP = "lpep_pickup_datetime"
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -81,18 +86,28 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def payloads(data: Path, sizes: list[int]) -> dict[int, str]:
-    """dataframe_split bodies of real trips, one per size (rows repeat if the data is short)."""
+def payloads(data: Path, sizes: list[int], columns: list[str]) -> dict[int, str]:
+    """dataframe_split bodies of real trips, one per size (rows repeat if the data is short),
+    with the columns the model reads: a pickup time as green rows name it, as an ISO string."""
     files = sorted(data.glob("green_tripdata_*.parquet"))
     if not files:
         sys.exit(f"no green_tripdata_*.parquet in {data}; pass --data <folder of TLC months>")
-    trips = pd.read_parquet(files[-1], columns=list(MODEL_INPUT_COLUMNS))
+    wanted = [GREEN_PICKUP if c == PICKUP else c for c in columns]
+    trips = pd.read_parquet(files[-1], columns=wanted)
     bodies = {}
     for size in sizes:
         rows = trips.iloc[np.arange(size) % len(trips)].reset_index(drop=True)
-        split = json.loads(rows.to_json(orient="split", index=False))
+        split = json.loads(rows.to_json(orient="split", index=False, date_format="iso"))
         bodies[size] = json.dumps({"dataframe_split": split})
     return bodies
+
+
+def input_columns(model_uri: str, tracking_uri: str) -> list[str]:
+    """The columns the model's metadata says it reads (models logged before there were feature
+    sets read the zones and the distance)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    found = Model.load(model_uri).metadata or {}
+    return list(found.get("input_columns", MODEL_INPUT_COLUMNS))
 
 
 def load(url: str, body: str, rows: int, clients: int, total: int, max_seconds: float) -> dict:
@@ -150,7 +165,8 @@ def load(url: str, body: str, rows: int, clients: int, total: int, max_seconds: 
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [f"machine: {result['machine']}", f"server: {result['server']}", ""]
+    lines = [f"machine: {result['machine']}", f"server: {result['server']}"]
+    lines += [f"columns: {', '.join(result['columns'])}", ""]
     lines.append(
         f"{'rows/request':>12}{'clients':>8}{'requests':>9}{'req/s':>8}{'rows/s':>10}"
         f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
@@ -177,7 +193,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve.json")
     args = parser.parse_args()
 
-    bodies = payloads(args.data, [1, 10_000])
+    columns = input_columns(args.model_uri, args.tracking_uri)
+    bodies = payloads(args.data, [1, 10_000], columns)
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         server = Server(args.model_uri, args.tracking_uri, args.workers, Path(tmp) / "serve.log")
         try:
@@ -200,6 +217,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "server": f"mlflow models serve -m {args.model_uri} --env-manager local -w {args.workers}",
+        "columns": columns,
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
