@@ -71,10 +71,10 @@ bench: install ## Benchmark against the course flow (prints a table)
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 
 ui: install ## Open the MLflow UI on the embedded store; prints the link to the pipeline's runs
-	$(BIN)/python -m steps.ui --backend-store-uri $(STORE) --port $(UI_PORT) -- $(UI_ARGS)
+	$(BIN)/python -m taxi_duration.tools.ui --backend-store-uri $(STORE) --port $(UI_PORT) -- $(UI_ARGS)
 
 data: install ## Download the default months (green 2021-01..03) into data/, for -P source=data
-	$(BIN)/python -m steps.data --taxi $(TAXI) --dest $(DATA) --source $(SOURCE) $(MONTHS)
+	$(BIN)/python -m taxi_duration.tools.data --taxi $(TAXI) --dest $(DATA) --source $(SOURCE) $(MONTHS)
 
 clean: ## Remove the local store, artifacts and caches (not the venv, not data/)
 	rm -rf mlflow.db mlruns .pytest_cache .mypy_cache .ruff_cache

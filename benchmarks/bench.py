@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
-from steps.contracts import STEP_TAG, STEPS
+from taxi_duration.core.contracts import STEP_TAG, STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -22,9 +22,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from steps.contracts import DISTANCE, DO, PU
-from steps.features import filter_trips
-from steps.figures import (
+from taxi_duration.core.contracts import DISTANCE, DO, PU
+from taxi_duration.data.splits import trip_minutes
+from taxi_duration.data.tlc import read_trips
+from taxi_duration.model.features import filter_trips
+from taxi_duration.model.figures import (
     error_tables,
     plot_distributions,
     plot_errors,
@@ -32,8 +34,6 @@ from steps.figures import (
     plot_predictions,
     plot_search,
 )
-from steps.ingest import trip_minutes
-from steps.tlc import read_trips
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 MONTHS = ("2021-01", "2021-02", "2021-03")

@@ -36,8 +36,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
-from steps.contracts import DISTANCE, DO, DROPOFF, PICKUP, PREDICTION, PU, predictions_file
-from steps.tlc import read_trips
+from taxi_duration.core.contracts import (
+    DISTANCE,
+    DO,
+    DROPOFF,
+    PICKUP,
+    PREDICTION,
+    PU,
+    predictions_file,
+)
+from taxi_duration.data.tlc import read_trips
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -33,7 +33,7 @@ import pandas as pd
 import requests
 from mlflow.models import Model
 
-from steps.contracts import DEFAULT_MODEL_URI, MODEL_INPUT_COLUMNS, PICKUP
+from taxi_duration.core.contracts import DEFAULT_MODEL_URI, MODEL_INPUT_COLUMNS, PICKUP
 
 GREEN_PICKUP = "lpep_pickup_datetime"
 

@@ -19,10 +19,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from steps import runs
-from steps.cli import exits_cleanly
-from steps.config import check_duration_bounds, check_encoding, check_features
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     DEFAULT_FEATURES,
     FEATURIZE,
     FEATURIZE_SUMMARY_FILE,
@@ -30,80 +27,24 @@ from steps.contracts import (
     PREPROCESSOR_DIR,
     PREPROCESSOR_PATH,
     SPLITS,
-    TARGET,
-    TIME_FEATURES,
     TRIPS_DIR,
     featurize_paths,
     matrix_split_path,
     raw_split_path,
     trips_split_path,
 )
-from steps.errors import PipelineError
-from steps.features import (
-    FeatureMatrix,
+from taxi_duration.core.params import check_duration_bounds, check_encoding, check_features
+from taxi_duration.model.features import (
     FilterStats,
-    Preprocessor,
-    filter_trips,
+    describe_features,
+    encode,
+    keep_trips,
     make_preprocessor,
     save_matrix,
     save_preprocessor,
 )
-
-
-def keep_trips(
-    raw: pd.DataFrame, split: str, min_duration: float, max_duration: float
-) -> tuple[pd.DataFrame, FilterStats]:
-    """Filter one split by duration; a split left with no rows is refused."""
-    kept, stats = filter_trips(raw, min_duration, max_duration)
-    if stats.rows_kept == 0:
-        raise PipelineError(
-            f"the {split} split has 0 of {stats.rows_in} rows left with duration in "
-            f"[{min_duration}, {max_duration}] minutes; widen min_duration/max_duration "
-            "or pick another month"
-        )
-    return kept, stats
-
-
-def encode(trips: pd.DataFrame, preprocessor: Preprocessor) -> FeatureMatrix:
-    """The split's feature matrix and target, with an already fitted preprocessor."""
-    return FeatureMatrix(preprocessor.transform(trips), trips[TARGET].to_numpy())
-
-
-ENCODING_WORDS = {
-    "categorical": "pickup and dropoff zones as XGBoost native categoricals, plus the distance",
-    "onehot": "the pickup-dropoff zone pair one-hot encoded (the course's DictVectorizer), "
-    "plus the distance",
-}
-TIME_WORDS = ", the pickup hour (with its minutes) and the day of the week"
-
-
-def describe(
-    features: str,
-    encoding: str,
-    n_features: int,
-    stats: dict[str, FilterStats],
-    min_duration: float,
-    max_duration: float,
-) -> str:
-    """The run's description (markdown, shown on its page in the MLflow UI)."""
-    rows = "\n".join(
-        f"| {split} | {st.rows_in:,} | {st.rows_kept:,} | {st.dropped_duration:,} | "
-        f"{st.unknown_zone:,} | {st.invalid_distance:,} |"
-        for split, st in stats.items()
-    )
-    return f"""\
-Kept the trips lasting **{min_duration:g} to {max_duration:g} minutes**; features \
-**{features}**, encoding **{encoding}**: {ENCODING_WORDS.get(encoding, encoding)}\
-{TIME_WORDS if features == TIME_FEATURES else ""} ({n_features:,} features, fitted on the \
-training split only).
-
-| split | trips in | kept | dropped (duration) | kept, unknown zone | kept, invalid distance |
-|---|---|---|---|---|---|
-{rows}
-
-Unknown zones and invalid distances stay in: the model sees them as missing, as it will when \
-serving. Matrices: `{MATRICES_DIR}/`; kept trips: `{TRIPS_DIR}/`.
-"""
+from taxi_duration.pipeline.cli import exits_cleanly
+from taxi_duration.tracking import runs
 
 
 @click.command(help=__doc__)
@@ -172,7 +113,7 @@ def main(
         runs.log_metrics(metrics)
         runs.set_tags({**runs.data_tags(upstream), "features": features, "encoding": encoding})
         runs.set_description(
-            describe(features, encoding, n_features, stats, min_duration, max_duration)
+            describe_features(features, encoding, n_features, stats, min_duration, max_duration)
         )
         print(
             f"featurize: runs:/{run.info.run_id} features={features} encoding={encoding} "

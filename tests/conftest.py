@@ -119,13 +119,15 @@ def mlflow_run(
 
 
 def copy_project(dst: Path) -> Path:
-    """A copy of what `mlflow run` needs (MLproject, conda.yaml, steps/), safe to edit."""
+    """A copy of what `mlflow run` needs (MLproject, conda.yaml, steps/ and the library), safe
+    to edit: its steps run the copy's library, which comes first on their path."""
     dst.mkdir(parents=True, exist_ok=True)
     for name in ("MLproject", "conda.yaml"):
         shutil.copy(PROJECT_DIR / name, dst / name)
-    shutil.copytree(
-        PROJECT_DIR / "steps", dst / "steps", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for package in ("steps", "taxi_duration"):
+        shutil.copytree(
+            PROJECT_DIR / package, dst / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     return dst
 
 

@@ -13,7 +13,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     DISTRIBUTIONS_PLOT,
     EXPERIMENT_KIND_TAG,
     EXPERIMENT_NAME,
@@ -28,7 +28,7 @@ from steps.contracts import (
     TEST_ERRORS_PLOT,
     TEST_PREDICTIONS_PLOT,
 )
-from steps.main import run_name
+from taxi_duration.pipeline.orchestration import run_name
 from tests.conftest import DATA_DIR, FAST_HPO, error_lines, mlflow_run, subprocess_env
 
 PARAMS = {"source": str(DATA_DIR), **FAST_HPO}

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     EXPERIMENT_NAME,
     INPUT_DIGEST_TAG,
     MODEL_NAME,
@@ -149,7 +149,7 @@ def test_touching_a_step_source_reruns_it_and_reuses_what_reads_its_unchanged_ou
 
 def test_editing_the_download_code_reruns_ingest_and_reuses_everything_after_it(session, first):
     before, _ = first  # ingest has not run again since
-    tlc = session.project / "steps" / "tlc.py"
+    tlc = session.project / "taxi_duration" / "data" / "tlc.py"
     text = tlc.read_text()
     assert "put the month there" in text
     tlc.write_text(text.replace("put the month there", "copy the month there"))

@@ -11,8 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from steps import features
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     MODEL_URI_TAG,
     PARENT_RUN_TAG,
     PROFILE_FILE,
@@ -22,7 +21,8 @@ from steps.contracts import (
     raw_split_path,
     trips_split_path,
 )
-from steps.tlc import parquet_digest, source_fingerprint
+from taxi_duration.data.tlc import parquet_digest, source_fingerprint
+from taxi_duration.model import features
 from tests.conftest import DATA_DIR, FAST_HPO
 from tests.integration.test_steps import Store, rid
 

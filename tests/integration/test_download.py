@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from steps.errors import PipelineError
-from steps.tlc import fetch_month, read_trips
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.data.tlc import fetch_month, read_trips
 from tests.conftest import error_lines, run_step
 from tests.integration.tlc_server import TLCServer
 

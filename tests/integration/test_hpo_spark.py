@@ -3,7 +3,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from steps.contracts import MODEL_TAG, PARENT_RUN_TAG
+from taxi_duration.core.contracts import MODEL_TAG, PARENT_RUN_TAG
 from tests.conftest import DATA_DIR, run_step
 
 pytest.importorskip("pyspark")

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import requests
 
-from steps.contracts import CHAMPION, DISTANCE, DO, MODEL_NAME, PU, REGISTRATION_FILE
+from taxi_duration.core.contracts import CHAMPION, DISTANCE, DO, MODEL_NAME, PU, REGISTRATION_FILE
 from tests.conftest import (
     BIN_DIR,
     DATA_DIR,

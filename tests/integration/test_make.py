@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from steps.contracts import tlc_file_name
+from taxi_duration.core.contracts import tlc_file_name
 from tests.conftest import DATA_DIR, bare_env, error_lines, make_command
 from tests.integration.tlc_server import TLCServer
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     CHALLENGER,
     CHAMPION,
     EXPERIMENT_NAME,

@@ -14,8 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from steps.config import parse_model_uri
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     CHAMPION,
     COMPARE_PREDICTION,
     DEFAULT_MODEL_URI,
@@ -28,10 +27,11 @@ from steps.contracts import (
     STEP_TAG,
     TARGET,
 )
-from steps.errors import PipelineError
-from steps.monitoring import MODEL
-from steps.predict import resolve
-from steps.tlc import read_trips
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.core.params import parse_model_uri
+from taxi_duration.data.tlc import read_trips
+from taxi_duration.model.monitoring import MODEL
+from taxi_duration.pipeline.scoring import resolve
 from tests.conftest import DATA_DIR, error_lines, mlflow_run, run_step
 from tests.integration.servers import S3
 from tests.integration.tlc_server import TLCServer

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from steps.contracts import MODEL_NAME
+from taxi_duration.core.contracts import MODEL_NAME
 from tests.conftest import DATA_DIR
 from tests.integration.test_predict import Predict
 

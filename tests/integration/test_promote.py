@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     CHALLENGER,
     CHAMPION,
     CHAMPION_SINCE_TAG,
@@ -24,7 +24,7 @@ from steps.contracts import (
     REGISTER,
     STEP_TAG,
 )
-from steps.history import moves
+from taxi_duration.tracking.history import moves
 from tests.conftest import TrainedStore, error_lines, run_step
 
 

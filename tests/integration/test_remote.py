@@ -27,7 +27,7 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     BEST_PARAMS_FILE,
     EXPERIMENT_NAME,
     FEATURIZE_SUMMARY_FILE,

@@ -17,7 +17,7 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
-from steps.contracts import DEFAULT_MODEL_URI, DISTANCE, DO, MODEL_INPUT_COLUMNS, PU
+from taxi_duration.core.contracts import DEFAULT_MODEL_URI, DISTANCE, DO, MODEL_INPUT_COLUMNS, PU
 from tests.conftest import BIN_DIR, DATA_DIR, PROJECT_DIR
 from tests.integration.servers import Process, free_port, wait_until
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     BEST_PARAMS_FILE,
     CHALLENGER,
     CHAMPION,

@@ -5,7 +5,8 @@ runs the writers plan["processes"][<process>] lists, one thread each. It opens t
 it is ready (<folder>/ready-<process>), then for each round waits for <folder>/go-<round> (a
 start time a moment ahead, the same for every process), sleeps until that instant and lets
 every writer do what `register` does to the registry for its train run
-(steps.register.publish) or what `promote` does (steps.promote.move_champion), recording the
+(taxi_duration.pipeline.champion.publish) or what `promote` does (champion.move_champion),
+recording the
 outcome, or the traceback of what failed, in <folder>/result-<round>-<writer>.json. The process
 exits 1 if any write failed.
 """
@@ -21,8 +22,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from steps import promote, register, registry
-from steps.contracts import CHAMPION
+from taxi_duration.core.contracts import CHAMPION
+from taxi_duration.pipeline import champion
+from taxi_duration.tracking import registry
 
 POLL_SECONDS = 0.005
 
@@ -43,12 +45,12 @@ def write(folder: Path, number: int, round_: dict[str, Any], writer: str, start:
     outcome: dict[str, Any] = {"writer": writer, **mine, "began": time.time()}
     try:
         if round_["action"] == "promote":
-            moved = promote.move_champion(
+            moved = champion.move_champion(
                 round_["model"], mine["version"], mine["reason"], f"writer-{writer}", ""
             )
             outcome |= asdict(moved)
         else:
-            published = register.publish(
+            published = champion.publish(
                 round_["model"],
                 f"runs:/{mine['run_id']}/model",
                 mine["run_id"],

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from steps.contracts import EXPERIMENT_NAME, MODEL_NAME, STEP_TAG
+from taxi_duration.core.contracts import EXPERIMENT_NAME, MODEL_NAME, STEP_TAG
 from tests.conftest import (
     DATA_DIR,
     FAST_HPO,

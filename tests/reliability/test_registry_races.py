@@ -3,24 +3,24 @@
 MLflow's SQL registry writes an alias, a tag or a new version by looking it up and then
 inserting it, so two writers that miss the same row both insert and the second one fails
 (UniqueViolation on PostgreSQL, UNIQUE constraint on SQLite). Here WRITERS writers (PROCESSES
-processes of THREADS threads), each doing what `register` does to the registry
-(steps.register.publish), are released by a barrier at one instant, ROUNDS times, each round
-into a new model (the first alias writes of a model are the ones that race). Two writers of a
-round register the same train run, as two `register`s of one run would; every other round the
-versions exist already, so the writers' first writes are alias writes, all at once. Against a
-PostgreSQL-backed `mlflow server` (two workers) and against SQLite.
+processes of THREADS threads), each doing what `register` does to the registry (publish, in
+taxi_duration/pipeline/champion.py), are released by a barrier at one instant, ROUNDS times,
+each round into a new model (the first alias writes of a model are the ones that race). Two
+writers of a round register the same train run, as two `register`s of one run would; every
+other round the versions exist already, so the writers' first writes are alias writes, all at
+once. Against a PostgreSQL-backed `mlflow server` (two workers) and against SQLite.
 
 After every round: no writer failed, every run has exactly one version carrying its tags, the
 best run's version is `champion`, `challenger` names one of the round's versions, and the
 champion's history holds exactly one entry per move the writers made, each move replacing the
 one before it (a chain), ending at the champion.
 
-The same barrier then releases WRITERS `promote`s of different versions at once (steps.promote
-.move_champion), into a model with no champion yet or with one: none fails, and the history
+The same barrier then releases WRITERS `promote`s of different versions at once
+(champion.move_champion), into a model with no champion yet or with one: none fails, and the history
 holds one entry per promote, in a chain, ending at the champion.
 
-Last, the lock those moves take (steps.registry.champion_lock), left behind by a register that
-was killed holding it: the next writer breaks it once its lease is over, and only then.
+Last, the lock those moves take (registry.champion_lock), left behind by a register that was
+killed holding it: the next writer breaks it once its lease is over, and only then.
 """
 
 from __future__ import annotations
@@ -42,8 +42,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from steps import history, registry
-from steps.contracts import CHALLENGER, CHAMPION, CHAMPION_SINCE_TAG, CHAMPION_UNTIL_TAG
+from taxi_duration.core.contracts import (
+    CHALLENGER,
+    CHAMPION,
+    CHAMPION_SINCE_TAG,
+    CHAMPION_UNTIL_TAG,
+)
+from taxi_duration.tracking import history, registry
 from tests.conftest import subprocess_env
 from tests.integration.servers import PROXIED, S3, MlflowServer, Postgres
 

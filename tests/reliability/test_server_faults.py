@@ -15,7 +15,7 @@ from contextlib import ExitStack
 import pytest
 from mlflow.tracking import MlflowClient
 
-from steps.contracts import STEP_TAG
+from taxi_duration.core.contracts import STEP_TAG
 from tests.conftest import DATA_DIR, FAST_HPO, error_lines, mlflow_run_command, subprocess_env
 from tests.integration.servers import PROXIED, S3, MlflowServer, Postgres
 from tests.reliability.test_faults import wait_for

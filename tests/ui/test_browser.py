@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     EXPERIMENT_KIND_TAG,
     EXPERIMENT_NAME,
     MODEL_NAME,
@@ -36,7 +36,7 @@ from steps.contracts import (
     TEST_ERRORS_PLOT,
     runs_table_url,
 )
-from steps.main import run_name
+from taxi_duration.pipeline.orchestration import run_name
 from tests.conftest import FAST_HPO, bare_env, make_command, screenshots_folder
 
 CHROMIUM = Path("/usr/bin/chromium")

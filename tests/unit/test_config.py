@@ -1,6 +1,7 @@
 import pytest
 
-from steps.config import (
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.core.params import (
     Month,
     check_duration_bounds,
     check_encoding,
@@ -14,7 +15,6 @@ from steps.config import (
     parse_month_spec,
     parse_months,
 )
-from steps.errors import PipelineError
 
 
 def test_parse_month_accepts_yyyy_mm():

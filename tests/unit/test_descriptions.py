@@ -8,10 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from steps import featurize, hpo, ingest, main, register, train_best
-from steps.contracts import DISTANCE, DO, PROJECT_DIR, PU, runs_table_url
-from steps.features import FilterStats
-from steps.ui import ui_lines
+from taxi_duration.core.contracts import DISTANCE, DO, PROJECT_DIR, PU, runs_table_url
+from taxi_duration.core.params import parse_months
+from taxi_duration.data import splits
+from taxi_duration.model import features, search, selection
+from taxi_duration.model.features import FilterStats
+from taxi_duration.pipeline import champion, registry_notes
+from taxi_duration.pipeline import orchestration as main
+from taxi_duration.tools.ui import ui_lines
 from tests.unit.test_main_plan import DEFAULTS
 
 LINK = "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
@@ -88,7 +92,7 @@ def test_rendered_summary_lines_up_the_link():
 
 
 def test_main_description_gives_figures_outcome_and_step_links():
-    text = main.describe(SUMMARY, DEFAULTS, "7")
+    text = main.main_description(SUMMARY, DEFAULTS, "7")
     assert "trained on 2021-01, tuned on 2021-02, tested on 2021-03" in text
     assert "- test RMSE: **6.287 minutes**" in text
     assert "- registered: `nyc-taxi-duration` version 3, a challenger" in text
@@ -98,7 +102,7 @@ def test_main_description_gives_figures_outcome_and_step_links():
 
 
 def test_ingest_description_tabulates_each_split():
-    month = ingest.parse_months("2021-01", "2021-02", "2021-03")[0]
+    month = parse_months("2021-01", "2021-02", "2021-03")[0]
     trips = pd.DataFrame(
         {
             "pickup_datetime": pd.to_datetime(["2021-01-01 10:00", "2020-12-31 23:00"]),
@@ -108,8 +112,8 @@ def test_ingest_description_tabulates_each_split():
             DISTANCE: [1.5, 2.5],
         }
     )
-    profile = {"train": ingest.profile_split(pa.Table.from_pandas(trips), month)}
-    text = ingest.describe("green", "tests/data", profile)
+    profile = {"train": splits.profile_split(pa.Table.from_pandas(trips), month)}
+    text = splits.describe_ingest("green", "tests/data", profile)
     assert "**green** taxi trips from `tests/data`" in text
     assert ["train", "2021-01", "2", "1", "41.0", "2.0", "2"] in table_rows(text)
 
@@ -118,10 +122,10 @@ def test_featurize_description_tabulates_what_each_split_kept():
     stats = FilterStats(
         rows_in=3000, rows_kept=2892, dropped_duration=108, unknown_zone=4, invalid_distance=1
     )
-    text = featurize.describe("course", "categorical", 3, {"train": stats}, 1.0, 60.0)
+    text = features.describe_features("course", "categorical", 3, {"train": stats}, 1.0, 60.0)
     assert "**1 to 60 minutes**" in text and "**categorical**" in text and "3 features" in text
     assert "pickup hour" not in text
-    timed = featurize.describe("time", "categorical", 5, {"train": stats}, 1.0, 60.0)
+    timed = features.describe_features("time", "categorical", 5, {"train": stats}, 1.0, 60.0)
     assert "**time**" in timed and "pickup hour" in timed and "5 features" in timed
     assert ["train", "3,000", "2,892", "108", "4", "1"] in table_rows(text)
 
@@ -129,10 +133,10 @@ def test_featurize_description_tabulates_what_each_split_kept():
 def test_hpo_description_names_the_winner_and_how_to_compare():
     params = {"max_depth": 6, "learning_rate": 0.123456}
     results = [
-        hpo.TrialResult(0, params, 6.5, 40, 1.0),
-        hpo.TrialResult(1, params, 6.1, 55, 1.0),
+        search.TrialResult(0, params, 6.5, 40, 1.0),
+        search.TrialResult(1, params, 6.1, 55, 1.0),
     ]
-    text = hpo.describe(results, hpo.Budget(2, 42, 100, 10), "local", 12.3)
+    text = search.describe_search(results, search.Budget(2, 42, 100, 10), "local", 12.3)
     assert "**2** XGBoost configurations" in text
     assert "from 6.500 (worst trial) to **6.100 minutes**, reached by trial 1 with 55" in text
     assert ["learning_rate", "0.1235"] in table_rows(text)
@@ -140,7 +144,7 @@ def test_hpo_description_names_the_winner_and_how_to_compare():
 
 
 def test_train_best_description_says_what_was_retrained_and_where_it_errs():
-    chosen = train_best.Candidate("t9", {"max_depth": 7}, 6.1, 80, "trial-009")
+    chosen = selection.Candidate("t9", {"max_depth": 7}, 6.1, 80, "trial-009")
     errors = {
         "distance": pd.DataFrame(
             {"trips": [900, 30], "rmse": [4.0, 11.5], "mean_error": [0.1, -3.0]},
@@ -149,7 +153,7 @@ def test_train_best_description_says_what_was_retrained_and_where_it_errs():
     }
     shares = pd.Series({DISTANCE: 0.8, PU: 0.2})
     metrics = {"val_rmse": 6.1, "test_rmse": 6.3, "n_trees": 80.0}
-    text = train_best.describe(
+    text = selection.describe_refit(
         chosen, 0.5, metrics, "2021-03", errors, shares, "models:/m-1", "time"
     )
     assert text.startswith("Retrained trial-009 (run `t9`), the cheapest trial (trees x depth)")
@@ -160,7 +164,7 @@ def test_train_best_description_says_what_was_retrained_and_where_it_errs():
 
 
 def test_train_best_description_lists_mlflows_standard_metrics_when_logged():
-    chosen = train_best.Candidate("t9", {"max_depth": 7}, 6.1, 80, "trial-009")
+    chosen = selection.Candidate("t9", {"max_depth": 7}, 6.1, 80, "trial-009")
     errors = {
         "distance": pd.DataFrame(
             {"trips": [900], "rmse": [4.0], "mean_error": [0.1]}, index=["0-1 mi"]
@@ -169,20 +173,20 @@ def test_train_best_description_lists_mlflows_standard_metrics_when_logged():
     shares = pd.Series({DISTANCE: 1.0})
     metrics = {"val_rmse": 6.1, "test_rmse": 6.3, "n_trees": 80.0}
     standard = {"mean_absolute_error": 4.42, "r2_score": 0.691, "max_error": 38.4}
-    with_them = train_best.describe(
+    with_them = selection.describe_refit(
         chosen, 0.0, metrics | standard, "2021-03", errors, shares, "models:/m-1", "time"
     )
     assert (
         "- on the test month (`mlflow.models.evaluate`): MAE 4.420 min, R² 0.691, "
         "max error 38.4 min\n" in with_them
     )
-    without = train_best.describe(
+    without = selection.describe_refit(
         chosen, 0.0, metrics, "2021-03", errors, shares, "models:/m-1", "time"
     )
     assert "mlflow.models.evaluate" not in without
 
 
-CANDIDACY = register.Candidacy(
+CANDIDACY = registry_notes.Candidacy(
     "r7",
     "4",
     {"taxi": "green", "train_month": "2021-01", "val_month": "2021-02", "test_month": "2021-03"},
@@ -192,7 +196,7 @@ CANDIDACY = register.Candidacy(
 
 
 def test_registered_model_description_says_what_it_predicts_inputs_load_and_serve():
-    text = register.model_description("nyc-taxi-duration")
+    text = registry_notes.model_description("nyc-taxi-duration")
     assert "**in minutes**" in text
     assert [row for row in table_rows(text) if row[0] == "`PULocationID`"] == [
         ["`PULocationID`", "pickup taxi zone, a TLC zone ID (1..265)"]
@@ -200,32 +204,36 @@ def test_registered_model_description_says_what_it_predicts_inputs_load_and_serv
     assert {row[0] for row in table_rows(text)} >= {"`DOLocationID`", "`trip_distance`"}
     assert "`mlflow.pyfunc.load_model('models:/nyc-taxi-duration@champion')`" in text
     assert "`make serve` answers" in text
-    other = register.model_description("my-model")
+    other = registry_notes.model_description("my-model")
     assert "`make serve MODEL_URI=models:/my-model@champion`" in other
 
 
 def test_version_description_names_run_data_rmses_and_outcome():
-    pending = register.version_description(CANDIDACY)
+    pending = registry_notes.version_description(CANDIDACY)
     assert pending.startswith(
         "XGBoost retrained by [train_best run `r7`](#/experiments/4/runs/r7) on green taxi "
         "trips: trained on 2021-01, validated on 2021-02, tested on 2021-03."
     )
     assert "- validation RMSE: 6.123 minutes\n- test RMSE: **6.287 minutes**\n" in pending
     assert "champion" not in pending
-    incumbent = register.Incumbent("2", 6.1, "tested on 2021-03")
-    stays = register.Decision(False, "test RMSE 6.2871 does not beat ...; champion stays")
-    text = register.version_description(CANDIDACY, stays, incumbent)
+    incumbent = champion.Incumbent("2", 6.1, "tested on 2021-03")
+    stays = champion.Decision(False, "test RMSE 6.2871 does not beat ...; champion stays")
+    text = registry_notes.version_description(CANDIDACY, stays, incumbent)
     assert text.endswith(
         "- **challenger; v2 stays champion**: test RMSE 6.2871 does not beat ...; champion stays\n"
     )
-    became = register.version_description(CANDIDACY, register.Decision(True, "no champion yet"))
+    became = registry_notes.version_description(
+        CANDIDACY, champion.Decision(True, "no champion yet")
+    )
     assert became.endswith("- **became champion**: no champion yet\n")
 
 
 def test_register_run_description_tabulates_both_rmses_and_the_rule():
-    incumbent = register.Incumbent("2", 6.1, "re-scored on 2021-03")
-    decision = register.Decision(False, "test RMSE 6.2871 does not beat ...", "failed")
-    text = register.run_description("nyc-taxi-duration", "3", CANDIDACY, decision, incumbent, 0.5)
+    incumbent = champion.Incumbent("2", 6.1, "re-scored on 2021-03")
+    decision = champion.Decision(False, "test RMSE 6.2871 does not beat ...", "failed")
+    text = registry_notes.run_description(
+        "nyc-taxi-duration", "3", CANDIDACY, decision, incumbent, 0.5
+    )
     assert text.startswith("Registered `nyc-taxi-duration` **v3** from [train_best run `r7`]")
     assert table_rows(text)[1:] == [
         ["candidate", "v3", "6.2871"],
@@ -233,17 +241,17 @@ def test_register_run_description_tabulates_both_rmses_and_the_rule():
     ]
     assert "lower than the champion's by at least **0.5 minutes**" in text
     assert "min_improvement=0.5" in text
-    first = register.run_description(
-        "nyc-taxi-duration", "1", CANDIDACY, register.Decision(True, "no champion yet"), None, 0
+    first = registry_notes.run_description(
+        "nyc-taxi-duration", "1", CANDIDACY, champion.Decision(True, "no champion yet"), None, 0
     )
     assert table_rows(first)[1:] == [["candidate", "v1", "6.2871"]]
     assert "when its test RMSE is lower than the champion's (" in first
 
 
 def test_registration_comparison_records_threshold_and_both_rmses():
-    incumbent = register.Incumbent("2", 6.1, "tested on 2021-03")
-    decision = register.Decision(False, "...", "Metric root_mean_squared_error ... failed")
-    record = register.comparison(CANDIDACY, "3", incumbent, 0.5, decision)
+    incumbent = champion.Incumbent("2", 6.1, "tested on 2021-03")
+    decision = champion.Decision(False, "...", "Metric root_mean_squared_error ... failed")
+    record = registry_notes.comparison(CANDIDACY, "3", incumbent, 0.5, decision)
     assert record == {
         "metric": "root_mean_squared_error",
         "test_month": "2021-03",

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.feature_extraction import DictVectorizer
 
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     DISTANCE,
     DO,
     DROPOFF,
@@ -15,8 +15,8 @@ from steps.contracts import (
     PU,
     TARGET,
 )
-from steps.errors import PipelineError
-from steps.features import (
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.model.features import (
     CategoricalPreprocessor,
     FeatureMatrix,
     OneHotPreprocessor,

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from steps.contracts import DISTANCE, DO, PICKUP, PU
-from steps.figures import (
+from taxi_duration.core.contracts import DISTANCE, DO, PICKUP, PU
+from taxi_duration.model.figures import (
     distance_bands,
     error_tables,
     errors_by,
@@ -17,7 +17,7 @@ from steps.figures import (
     plot_feature_importance,
     plot_search,
 )
-from steps.train_best import importance_by_input
+from taxi_duration.model.selection import importance_by_input
 
 
 def test_errors_by_gives_rmse_bias_and_count_per_group():

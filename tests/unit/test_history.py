@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from steps.history import (
+from taxi_duration.tracking.history import (
     ChampionMove,
     encode,
     last_move_key,

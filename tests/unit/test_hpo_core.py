@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from steps import boosting
-from steps.contracts import DISTANCE, DO, PU
-from steps.errors import PipelineError
-from steps.features import CategoricalPreprocessor, FeatureMatrix, OneHotPreprocessor
-from steps.hpo import (
+from taxi_duration.core.contracts import DISTANCE, DO, PU
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.model import boosting
+from taxi_duration.model.features import CategoricalPreprocessor, FeatureMatrix, OneHotPreprocessor
+from taxi_duration.model.search import (
     Budget,
     ProgressLogger,
     TrialResult,

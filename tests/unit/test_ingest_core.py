@@ -5,10 +5,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from steps.config import parse_month_spec
-from steps.contracts import DISTANCE, DO, DROPOFF, PICKUP, PU
-from steps.errors import PipelineError
-from steps.ingest import check_month, pickups_outside, profile_split
+from taxi_duration.core.contracts import DISTANCE, DO, DROPOFF, PICKUP, PU
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.core.params import parse_month_spec
+from taxi_duration.data.splits import check_month, pickups_outside, profile_split
 
 
 def trips(pickups: list[str | None], minutes: float = 12.0) -> pa.Table:

@@ -3,10 +3,10 @@ import shutil
 
 import pytest
 
-from steps.contracts import FEATURIZE, HPO, INGEST, REGISTER, TRAIN_BEST
-from steps.errors import PipelineError
-from steps.main import input_digest, plan
-from steps.tlc import source_fingerprint
+from taxi_duration.core.contracts import FEATURIZE, HPO, INGEST, REGISTER, TRAIN_BEST
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.data.tlc import source_fingerprint
+from taxi_duration.pipeline.orchestration import input_digest, plan
 from tests.conftest import DATA_DIR
 
 DEFAULTS = {

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from mlflow.data.pandas_dataset import from_pandas
 
-from steps import model
-from steps.contracts import PREDICTION, TARGET
+from taxi_duration.core.contracts import PREDICTION, TARGET
+from taxi_duration.tracking import pyfunc as model
 
 
 @pytest.mark.filterwarnings("ignore")  # from_pandas may warn that the source is unknown

@@ -10,15 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from steps import outputs
-from steps.config import (
-    ModelRef,
-    Month,
-    check_engine,
-    check_output,
-    parse_model_uri,
-)
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     COMPARE_PREDICTION,
     DISTANCE,
     DO,
@@ -28,9 +20,17 @@ from steps.contracts import (
     PU,
     TARGET,
 )
-from steps.errors import PipelineError
-from steps.figures import plot_metrics_by_month
-from steps.monitoring import (
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.core.params import (
+    ModelRef,
+    Month,
+    check_engine,
+    check_output,
+    parse_model_uri,
+)
+from taxi_duration.data import outputs
+from taxi_duration.model.figures import plot_metrics_by_month
+from taxi_duration.model.monitoring import (
     COMPARE_TO,
     MODEL,
     ErrorSums,
@@ -42,7 +42,12 @@ from steps.monitoring import (
     month_metrics,
     month_step,
 )
-from steps.predict import prediction_columns, prediction_frame, resolve_version
+from taxi_duration.pipeline.scoring import (
+    error_sums,
+    prediction_columns,
+    prediction_frame,
+    resolve_version,
+)
 
 CHAMPION = ModelUsed(
     MODEL, "nyc-taxi-duration", "3", "models:/nyc-taxi-duration@champion", PREDICTION
@@ -253,7 +258,7 @@ def test_a_predictions_file_reads_back_with_its_errors(tmp_path):
     outputs.write_frame(frame, path)
     schema = pq.read_schema(path)
     assert str(schema.field(PU).type) == "int64" and schema.metadata is None
-    rows, sums = outputs.error_sums(path, [PREDICTION], 1, 60)
+    rows, sums = error_sums(path, [PREDICTION], 1, 60)
     assert rows == 3 and sums[PREDICTION] == ErrorSums(2, 13.0, 5.0, -1.0)
 
 

@@ -8,9 +8,9 @@ import pytest
 import tomllib
 import yaml
 
-from steps.contracts import MAIN, STANDALONE, STEPS
-from steps.plugins import is_mlflow_run_command
-from steps.reuse import mlproject_types
+from taxi_duration.core.contracts import MAIN, STANDALONE, STEPS
+from taxi_duration.core.reuse import mlproject_types
+from taxi_duration.tracking.plugins import is_mlflow_run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())

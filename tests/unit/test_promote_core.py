@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from steps.errors import PipelineError
-from steps.history import ChampionMove
-from steps.promote import check_reason, choose_version
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.pipeline.champion import check_reason, choose_version
+from taxi_duration.tracking.history import ChampionMove
 
 
 def move(version: str, previous: str = "none") -> ChampionMove:

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from steps.errors import PipelineError
-from steps.reuse import (
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.core.reuse import (
     code_fingerprint,
     digest_files,
     digest_values,
@@ -20,29 +20,50 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_imported_modules_finds_every_import_form():
     source = (
-        "from steps import runs, boosting\n"
-        "from steps.features import load_matrix\n"
-        "import steps.config\n"
+        "from taxi_duration.model import features, boosting\n"
+        "from taxi_duration.data.tlc import fetch_month\n"
+        "import taxi_duration.core.params\n"
         "import pandas as pd\n"
+        "from steps import model  # the old name of a moved module\n"
     )
-    assert imported_modules(source) == {"runs", "boosting", "features", "config"}
+    assert imported_modules(source) == {
+        "taxi_duration.model",
+        "taxi_duration.model.features",
+        "taxi_duration.model.boosting",
+        "taxi_duration.data.tlc",
+        "taxi_duration.data.tlc.fetch_month",
+        "taxi_duration.core.params",
+        "steps",
+        "steps.model",
+    }
 
 
 def test_imported_modules_sees_imports_inside_functions():
-    assert imported_modules("def f():\n    from steps.tlc import fetch_month\n") == {"tlc"}
+    source = "def f():\n    from taxi_duration.data import tlc\n"
+    assert imported_modules(source) == {"taxi_duration.data", "taxi_duration.data.tlc"}
 
 
-def test_module_closure_follows_imports_transitively():
-    names = {p.stem for p in module_closure(ROOT / "steps", "featurize")}
-    assert {"featurize", "features", "runs", "contracts", "errors", "reuse"} <= names
-    assert "hpo" not in names and "train_best" not in names
+def test_module_closure_follows_imports_into_the_library_and_its_packages():
+    files = {str(p.relative_to(ROOT)) for p in module_closure(ROOT, "steps.featurize")}
+    assert {
+        "steps/__init__.py",
+        "steps/featurize.py",
+        "taxi_duration/__init__.py",
+        "taxi_duration/model/__init__.py",
+        "taxi_duration/model/features.py",
+        "taxi_duration/tracking/runs.py",
+        "taxi_duration/core/contracts.py",
+        "taxi_duration/core/reuse.py",
+    } <= files
+    assert not {"steps/hpo.py", "steps/train_best.py", "taxi_duration/data/tlc.py"} & files
 
 
 def project_copy(tmp_path: Path) -> Path:
     (tmp_path / "steps").mkdir()
-    (tmp_path / "steps" / "a.py").write_text("from steps import b\n")
-    (tmp_path / "steps" / "b.py").write_text("X = 1\n")
-    (tmp_path / "steps" / "c.py").write_text("Y = 2\n")
+    (tmp_path / "taxi_duration").mkdir()
+    (tmp_path / "steps" / "a.py").write_text("from taxi_duration import b\n")
+    (tmp_path / "taxi_duration" / "b.py").write_text("X = 1\n")
+    (tmp_path / "taxi_duration" / "c.py").write_text("Y = 2\n")
     (tmp_path / "MLproject").write_text("name: x\n")
     (tmp_path / "README.md").write_text("hello\n")
     return tmp_path
@@ -52,9 +73,9 @@ def test_code_fingerprint_changes_with_the_code_a_step_uses_only(tmp_path):
     root = project_copy(tmp_path)
     before = code_fingerprint(root, "a")
     (root / "README.md").write_text("changed\n")
-    (root / "steps" / "c.py").write_text("Y = 3\n")  # not imported by a
+    (root / "taxi_duration" / "c.py").write_text("Y = 3\n")  # not imported by a
     assert code_fingerprint(root, "a") == before
-    (root / "steps" / "b.py").write_text("X = 2\n")  # imported by a
+    (root / "taxi_duration" / "b.py").write_text("X = 2\n")  # imported by a
     assert code_fingerprint(root, "a") != before
     changed = code_fingerprint(root, "a")
     (root / "MLproject").write_text("name: y\n")

@@ -2,9 +2,9 @@
 
 import pytest
 
-from steps.errors import PipelineError
-from steps.register import Incumbent, decide_champion
-from steps.train_best import Candidate, select_trial
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.model.selection import Candidate, select_trial
+from taxi_duration.pipeline.champion import Incumbent, decide_champion
 
 
 def cand(run_id, rmse, n_trees, depth):

@@ -1,5 +1,7 @@
-"""The shape of steps/: no import cycles, leaves stay leaves, MLflow only at the edge, artifact
-paths only from contracts, and code fingerprints that follow exactly the code a step runs."""
+"""The shape of the code: steps/ holds the MLproject entry points and nothing else, the
+taxi_duration library imports only downward through its layers and never from steps/, no import
+cycles, MLflow only at the tracking edge, artifact paths only from contracts, and code
+fingerprints that follow exactly the code a step runs."""
 
 from __future__ import annotations
 
@@ -8,20 +10,64 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
-from steps.contracts import MAIN, STANDALONE, STEPS
-from steps.reuse import code_fingerprint, imported_modules, module_closure
+from taxi_duration.core.contracts import LIBRARY, MAIN, STANDALONE, STEPS, STEPS_PACKAGE
+from taxi_duration.core.reuse import code_fingerprint, imported_modules, module_closure, module_file
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS_DIR = ROOT / "steps"
-MODULES = sorted(p.stem for p in STEPS_DIR.glob("*.py") if p.stem != "__init__")
-# The modules that talk to MLflow; everything else is plain Python.
-MLFLOW_EDGE = {"runs", "trials", "registry", "model", "plugins"}
+LIBRARY_DIR = ROOT / LIBRARY
+# The library's layers, lowest first: a module imports from its own layer and those below.
+LAYERS = ("core", "data", "model", "tracking", "pipeline", "tools")
 
 
-def graph() -> dict[str, set[str]]:
-    """Module -> the steps modules it imports, lazy (in-function) imports included."""
-    return {m: imported_modules((STEPS_DIR / f"{m}.py").read_text()) for m in MODULES}
+def dotted(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    """Every module of steps/ and of the library, by dotted name."""
+    files = [*(ROOT / STEPS_PACKAGE).glob("*.py"), *LIBRARY_DIR.rglob("*.py")]
+    return {dotted(path): path for path in files}
+
+
+MODULES = project_modules()
+
+
+def imports_of(module: str) -> set[str]:
+    """The project modules a module imports (names that are not modules are dropped)."""
+    found = imported_modules(MODULES[module].read_text())
+    return {name for name in found if module_file(ROOT, name) is not None} - {module}
+
+
+def layer(module: str) -> int:
+    """The layer rank of a library module (its package's place in LAYERS; -1 for the root)."""
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 else -1
+
+
+def test_the_library_has_exactly_the_layers_its_docstring_names():
+    packages = {p.name for p in LIBRARY_DIR.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(LAYERS)
+    described = (LIBRARY_DIR / "__init__.py").read_text()
+    assert all(f"    {name} " in described for name in LAYERS)
+
+
+def test_steps_holds_one_module_per_mlproject_entry_point_and_nothing_else():
+    entry_points = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+    modules = {p.stem for p in (ROOT / STEPS_PACKAGE).glob("*.py")} - {"__init__"}
+    assert modules == set(entry_points)
+    for name, spec in entry_points.items():
+        assert spec["command"].startswith(f"python -m {STEPS_PACKAGE}.{name} "), name
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith(f"{LIBRARY}.")))
+def test_a_library_module_imports_only_its_layer_and_those_below(module):
+    imported = imports_of(module)
+    assert not {m for m in imported if m.split(".")[0] == STEPS_PACKAGE}, "imports from steps/"
+    above = {m for m in imported if m.startswith(f"{LIBRARY}.") and layer(m) > layer(module)}
+    assert above == set(), f"{module} imports from a layer above its own"
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -44,28 +90,15 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_cycle_finder_finds_a_lazy_cycle():
-    edges = {"a": imported_modules("def f():\n    from steps import b\n"), "b": {"a"}}
-    assert cycles(edges) == [["a", "b", "a"]]
+    lazy = imported_modules("def f():\n    from taxi_duration.model import b\n")
+    edges = {"taxi_duration.model.a": lazy, "taxi_duration.model.b": {"taxi_duration.model.a"}}
+    assert ["taxi_duration.model.a", "taxi_duration.model.b", "taxi_duration.model.a"] in cycles(
+        {k: {v for v in vs if v in edges} for k, vs in edges.items()}
+    )
 
 
-def test_steps_has_no_import_cycle():
-    assert cycles(graph()) == []
-
-
-@pytest.mark.parametrize(
-    ("module", "allowed"),
-    [
-        ("errors", set()),
-        ("contracts", set()),
-        ("processes", set()),
-        ("config", {"contracts", "errors"}),
-        ("server", {"errors"}),
-        ("features", {"contracts", "errors"}),
-        ("history", {"contracts"}),
-    ],
-)
-def test_leaves_import_only_what_is_below_them(module, allowed):
-    assert graph()[module] <= allowed
+def test_there_is_no_import_cycle():
+    assert cycles({m: imports_of(m) & set(MODULES) for m in MODULES}) == []
 
 
 def imports_mlflow(source: str) -> bool:
@@ -79,9 +112,9 @@ def imports_mlflow(source: str) -> bool:
     return False
 
 
-def test_only_the_edge_modules_import_mlflow():
-    talking = {m for m in MODULES if imports_mlflow((STEPS_DIR / f"{m}.py").read_text())}
-    assert talking == MLFLOW_EDGE
+def test_only_the_tracking_layer_talks_to_mlflow():
+    talking = {m for m, path in MODULES.items() if imports_mlflow(path.read_text())}
+    assert talking and all(m.startswith(f"{LIBRARY}.tracking.") for m in talking), talking
 
 
 ARTIFACT_SUFFIXES = (".parquet", ".pkl", ".json", ".png", ".csv", ".npz", ".ubj")
@@ -89,7 +122,7 @@ ARTIFACT_SUFFIXES = (".parquet", ".pkl", ".json", ".png", ".csv", ".npz", ".ubj"
 
 @pytest.mark.parametrize("entry_point", [*STEPS, *STANDALONE, MAIN])
 def test_steps_take_artifact_paths_from_contracts(entry_point):
-    tree = ast.parse((STEPS_DIR / f"{entry_point}.py").read_text())
+    tree = ast.parse((ROOT / STEPS_PACKAGE / f"{entry_point}.py").read_text())
     literals = [
         node.value
         for node in ast.walk(tree)
@@ -102,7 +135,10 @@ def test_steps_take_artifact_paths_from_contracts(entry_point):
 def project(tmp_path: Path) -> Path:
     for name in ("MLproject", "conda.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(STEPS_DIR, tmp_path / "steps", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in (STEPS_PACKAGE, LIBRARY):
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     return tmp_path
 
 
@@ -111,30 +147,29 @@ def fingerprints(project: Path) -> dict[str, str]:
 
 
 def changed_by(project: Path, module: str) -> set[str]:
-    """The entry points whose fingerprint an edit of `module` changes."""
+    """The entry points whose fingerprint an edit of library module `module` changes."""
     before = fingerprints(project)
-    source = project / "steps" / f"{module}.py"
-    source.write_text(source.read_text().replace("one line", "a single line") + "\n# edited\n")
+    source = project.joinpath(LIBRARY, *module.split(".")).with_suffix(".py")
+    source.write_text(source.read_text() + "\n# edited\n")
     after = fingerprints(project)
     return {step for step in before if before[step] != after[step]}
 
 
 def test_editing_the_download_code_changes_only_ingest_and_main(project):
-    assert changed_by(project, "tlc") == {"ingest", MAIN}
+    assert changed_by(project, "data.tlc") == {"ingest", MAIN}
 
 
-def test_editing_the_boosting_code_changes_the_steps_that_train(project):
-    changed = changed_by(project, "boosting")
-    assert {"hpo", "train_best"} <= changed
-    assert not changed & {"ingest", "featurize"}
+def test_editing_the_boosting_code_changes_the_steps_that_train_only(project):
+    assert changed_by(project, "model.boosting") == {"hpo", "train_best"}
 
 
 def test_editing_the_plugins_changes_no_step(project):
-    assert changed_by(project, "plugins") == set()
+    assert changed_by(project, "tracking.plugins") == set()
 
 
 @pytest.mark.parametrize("step", [*STEPS, *STANDALONE, MAIN])
 def test_a_fingerprint_covers_the_modules_its_step_imports(step):
-    covered = {p.stem for p in module_closure(STEPS_DIR, step)}
-    assert step in covered and "contracts" in covered
-    assert "plugins" not in covered  # no step runs the mlflow-run plugins
+    covered = {dotted(p) for p in module_closure(ROOT, f"{STEPS_PACKAGE}.{step}")}
+    assert f"{STEPS_PACKAGE}.{step}" in covered
+    assert f"{LIBRARY}.core.contracts" in covered
+    assert f"{LIBRARY}.tracking.plugins" not in covered  # no step runs the mlflow-run plugins

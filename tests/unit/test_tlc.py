@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from steps.contracts import DISTANCE, DO, DROPOFF, PICKUP, PU, TRIP_COLUMNS
-from steps.errors import PipelineError
-from steps.tlc import (
+from taxi_duration.core.contracts import DISTANCE, DO, DROPOFF, PICKUP, PU, TRIP_COLUMNS
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.data.tlc import (
     check_parquet,
     fetch_month,
     month_location,

@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-# The project checkout the steps run from (a git URL run: MLflow's clone of it).
-PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
+# The library's own name (this package), and the project checkout it and the entry points
+# run from (a git URL run: MLflow's clone of it, whose copy of the library comes first).
+LIBRARY: Final = "taxi_duration"
+PROJECT_DIR: Final = Path(__file__).resolve().parents[2]
+STEPS_PACKAGE: Final = "steps"  # the entry points: steps/<entry point>.py
 
 # --- entry points (MLproject names == module names under steps/) -------------------------
 INGEST: Final = "ingest"
@@ -43,7 +46,7 @@ CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
 DEFAULT_MODEL_URI: Final = f"models:/{MODEL_NAME}@{CHAMPION}"
 
-# The champion's history (steps/history.py): one registered-model tag per move of `champion`,
+# The champion's history (tracking/history.py): one registered-model tag per move of `champion`,
 # and on each version when it last became champion and when it stopped being one.
 CHAMPION_HISTORY_PREFIX: Final = "champion_history."
 CHAMPION_SINCE_TAG: Final = "champion_since"
@@ -141,7 +144,7 @@ MODEL_TAG_VALUE: Final = "xgboost"
 PARENT_RUN_TAG: Final = "mlflow.parentRunId"
 MODEL_URI_TAG: Final = "model_uri"
 BEST_TRIAL_TAG: Final = "best_trial_run_id"
-CODE_TAG: Final = "pipeline.code_fingerprint"  # every step run: see steps/reuse.py
+CODE_TAG: Final = "pipeline.code_fingerprint"  # every step run: see taxi_duration/core/reuse.py
 # Reuse is keyed on content: what a step read (ingest: the source files; later steps: the
 # upstream run's output digest) and a digest of what it wrote for the next step to read.
 INPUT_DIGEST_TAG: Final = "pipeline.input_digest"

@@ -24,7 +24,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import ExecutionException, MlflowException
 from mlflow.tracking import MlflowClient
 
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     CODE_TAG,
     DATA_TAGS,
     EXPERIMENT_KIND_TAG,
@@ -39,10 +39,10 @@ from steps.contracts import (
     STEP_TAG,
     UPSTREAM,
 )
-from steps.errors import PipelineError
-from steps.processes import peak_rss_mib
-from steps.reuse import code_fingerprint, digest_files
-from steps.server import check_tracking_server
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.core.processes import peak_rss_mib
+from taxi_duration.core.reuse import code_fingerprint, digest_files
+from taxi_duration.tracking.server import check_tracking_server
 
 _PAGE = 1000
 

@@ -12,8 +12,8 @@ import sys
 
 import click
 
-from steps import runs
-from steps.contracts import EXPERIMENT_NAME, runs_table_url
+from taxi_duration.core.contracts import EXPERIMENT_NAME, runs_table_url
+from taxi_duration.tracking import runs
 
 
 def ui_lines(store_uri: str, experiment_id: str | None, ui_url: str, experiment: str) -> str:

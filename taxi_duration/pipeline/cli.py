@@ -7,9 +7,9 @@ import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from steps import runs
-from steps.errors import EXIT_LOST_SERVER, EXIT_USER_ERROR, PipelineError
-from steps.server import lost_server_message
+from taxi_duration.core.errors import EXIT_LOST_SERVER, EXIT_USER_ERROR, PipelineError
+from taxi_duration.tracking import runs
+from taxi_duration.tracking.server import lost_server_message
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -11,8 +11,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from steps.contracts import BACKENDS, DEFAULT_MODEL_URI, ENCODINGS, ENGINES, FEATURE_SETS, TAXIS
-from steps.errors import PipelineError
+from taxi_duration.core.contracts import (
+    BACKENDS,
+    DEFAULT_MODEL_URI,
+    ENCODINGS,
+    ENGINES,
+    FEATURE_SETS,
+    TAXIS,
+)
+from taxi_duration.core.errors import PipelineError
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 # TLC publishes trip records from January 2009 on.

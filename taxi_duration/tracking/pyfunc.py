@@ -26,8 +26,7 @@ from mlflow.models.evaluation.validation import ModelValidationFailedException
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
 
-from steps import features
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     COURSE_FEATURES,
     PICKUP_ALIASES,
     PREDICTION,
@@ -35,6 +34,7 @@ from steps.contracts import (
     TARGET,
     model_input_columns,
 )
+from taxi_duration.model import features
 
 BOOSTER_ARTIFACT = "booster"
 PREPROCESSOR_ARTIFACT = "preprocessor"

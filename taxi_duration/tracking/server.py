@@ -3,8 +3,8 @@
 Without this, MLflow retries an unreachable server for minutes, and a server that rejects the
 Host header (a VM reached by its public address, started without --allowed-hosts) or a missing
 login is only discovered after the download. `check_tracking_server` runs once in the
-`mlflow run` process before its first request (steps/plugins.py) and again at the start of
-every step (steps/runs.py). Plain HTTP through `requests`: this module does not import MLflow.
+`mlflow run` process before its first request (plugins.py) and again at the start of every
+step (runs.py). Plain HTTP through `requests`: this module does not import MLflow.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from steps.errors import PipelineError
+from taxi_duration.core.errors import PipelineError
 
 TIMEOUT_SECONDS = 10
 HOST_REJECTED = "Invalid Host header"

@@ -1,9 +1,10 @@
 """When a finished step run can stand in for a new one: same code, same typed parameters and
 the same input content. Pure apart from reading files.
 
-- The code fingerprint hashes what a step's code depends on: its module, the modules under
-  steps/ that it imports (transitively, lazy imports included), MLproject and conda.yaml. Not
-  the git commit: an uncommitted edit changes it, a commit that touched only the README does not.
+- The code fingerprint hashes what a step's code depends on: its module under steps/, the
+  library modules (taxi_duration/) it imports, transitively and lazy imports included, and
+  MLproject and conda.yaml. Not the git commit: an uncommitted edit changes it, a commit that
+  touched only the README does not.
 - Content digests: each step records a digest of what it wrote for the next step to read
   (tag pipeline.output_digest), and each step run records the digest of what it read
   (pipeline.input_digest). Reuse compares those, not run ids, so an upstream step that reruns
@@ -22,44 +23,57 @@ from typing import Any
 
 import yaml
 
-from steps.contracts import STEPS
-from steps.errors import PipelineError
+from taxi_duration.core.contracts import LIBRARY, STEPS, STEPS_PACKAGE
+from taxi_duration.core.errors import PipelineError
 
-PACKAGE = "steps"
+# The project's own packages: the entry points and the library they import.
+PACKAGES = (STEPS_PACKAGE, LIBRARY)
 PROJECT_FILES = ("MLproject", "conda.yaml")
 
 
 def imported_modules(source: str) -> set[str]:
-    """Names of the `steps.*` modules a module's source imports."""
+    """Dotted names the source imports from this project's packages, lazy imports included:
+    `from taxi_duration.model import boosting` gives taxi_duration.model and
+    taxi_duration.model.boosting (a module, or a name that module_file then finds no file for)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == PACKAGE:
-                found |= {alias.name for alias in node.names}
-            elif node.module.startswith(f"{PACKAGE}."):
-                found.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] in PACKAGES:
+                found.add(node.module)
+                found |= {f"{node.module}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith(f"{PACKAGE}.")}
+            found |= {a.name for a in node.names if a.name.split(".")[0] in PACKAGES}
     return found
 
 
-def module_closure(steps_dir: Path, module: str) -> list[Path]:
-    """The module's file and every steps/ module it reaches through imports, sorted."""
-    seen: set[str] = set()
+def module_file(project_dir: Path, dotted: str) -> Path | None:
+    """The file behind a dotted module name in the project (a package: its __init__.py)."""
+    base = project_dir.joinpath(*dotted.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def module_closure(project_dir: Path, module: str) -> list[Path]:
+    """The file of `module` (dotted, e.g. steps.hpo) and of every project module it reaches
+    through imports, with the packages above each (importing a module runs them), sorted."""
+    seen: set[Path] = set()
     todo = [module]
     while todo:
-        name = todo.pop()
-        path = steps_dir / f"{name}.py"
-        if name in seen or not path.is_file():
-            continue
-        seen.add(name)
-        todo.extend(imported_modules(path.read_text()))
-    return sorted(steps_dir / f"{name}.py" for name in seen)
+        parts = todo.pop().split(".")
+        for end in range(1, len(parts) + 1):
+            path = module_file(project_dir, ".".join(parts[:end]))
+            if path is not None and path not in seen:
+                seen.add(path)
+                todo.extend(imported_modules(path.read_text()))
+    return sorted(seen)
 
 
 def code_fingerprint(project_dir: Path, entry_point: str) -> str:
-    """sha256 over the files the entry point's code depends on (names and bytes)."""
-    files = [*module_closure(project_dir / PACKAGE, entry_point)]
+    """sha256 over the files the entry point's code depends on (names and bytes): its module
+    under steps/, the library modules it reaches, MLproject and conda.yaml."""
+    files = module_closure(project_dir, f"{STEPS_PACKAGE}.{entry_point}")
     files += [project_dir / name for name in PROJECT_FILES if (project_dir / name).is_file()]
     digest = hashlib.sha256()
     for path in files:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from steps.config import Month
-from steps.contracts import COURSE_FEATURES
+from taxi_duration.core.contracts import COURSE_FEATURES
+from taxi_duration.core.params import Month
 
 MODEL = "model"  # the role of model_uri
 COMPARE_TO = "compare_to"  # the role of compare_to

@@ -1,5 +1,5 @@
 """The champion's history: every move of the `champion` alias, kept by the registry itself
-(pure: no MLflow, no I/O; steps/registry.py reads and writes it).
+(pure: no MLflow, no I/O; taxi_duration/tracking/registry.py reads and writes it).
 
 MLflow aliases keep no history. Each move is one registered-model tag of its own,
 `champion_history.<epoch ms>.<random>` = a JSON record (the version, the one it replaced, when,
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from steps.contracts import CHAMPION_HISTORY_PREFIX
+from taxi_duration.core.contracts import CHAMPION_HISTORY_PREFIX
 
 # A registered-model tag value may be long, but a history record is read in the UI's tag table.
 MAX_REASON_CHARS = 1000

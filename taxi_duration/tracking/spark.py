@@ -19,8 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from steps import model, outputs
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     DISTANCE,
     DO,
     DROPOFF,
@@ -29,8 +28,10 @@ from steps.contracts import (
     SCORING_COLUMNS,
     TARGET,
 )
-from steps.errors import PipelineError
-from steps.tlc import COLUMN_ALIASES, trip_columns
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.data import outputs
+from taxi_duration.data.tlc import COLUMN_ALIASES, trip_columns
+from taxi_duration.tracking import pyfunc as model
 
 NEEDS_PYSPARK = "engine=spark needs pyspark; install it with pip install -e '.[spark]'"
 _SPARK_TYPES = {

@@ -1,5 +1,6 @@
 """HPO trials as MLflow runs nested under the hpo run, each tagged model=xgboost, so the UI's
-search (tags.`model` = 'xgboost'), compare and parallel-coordinates views find them.
+search (tags.`model` = 'xgboost'), compare and parallel-coordinates views find them; and read
+back by train_best as the candidates it chooses from.
 
 A trial costs two calls to start and one to finish, so logging stays cheap beside its fit even
 against a remote server. Created with the client (not `start_run`): trials may run on Spark
@@ -14,8 +15,17 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, Param, Run, RunTag
 
-from steps.contracts import MODEL_TAG, MODEL_TAG_VALUE, PARENT_RUN_TAG, STEP_TAG, TRIAL_STEP
-from steps.runs import client
+from taxi_duration.core.contracts import (
+    MODEL_TAG,
+    MODEL_TAG_VALUE,
+    PARENT_RUN_TAG,
+    STEP_TAG,
+    TRIAL_STEP,
+)
+from taxi_duration.model import boosting
+from taxi_duration.model.selection import Candidate
+from taxi_duration.tracking import runs
+from taxi_duration.tracking.runs import client
 
 
 def start_trial(parent: Run, name: str, params: Mapping[str, Any]) -> str:
@@ -52,3 +62,18 @@ def fail_trial(run_id: str) -> None:
 def name_trial(run_id: str, name: str, number: int) -> None:
     """Set a trial run's display name and number after the fact."""
     client().log_batch(run_id, tags=[RunTag("mlflow.runName", name), RunTag("trial", str(number))])
+
+
+def candidates_of(hpo_run: Run) -> list[Candidate]:
+    """The finished trials of an hpo run, as train_best chooses among them."""
+    return [
+        Candidate(
+            run.info.run_id,
+            boosting.parse_params(run.data.params),
+            float(run.data.metrics["rmse"]),
+            int(run.data.metrics["n_trees"]),
+            run.info.run_name or "",
+        )
+        for run in runs.child_runs(hpo_run)
+        if "rmse" in run.data.metrics
+    ]

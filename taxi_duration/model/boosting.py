@@ -10,7 +10,7 @@ from typing import Any
 import scipy.sparse as sp
 import xgboost as xgb
 
-from steps.features import FeatureMatrix, rmse
+from taxi_duration.model.features import FeatureMatrix, rmse
 
 # Hyperparameters hyperopt searches, with the type each is logged and read back as.
 TUNED_PARAMS: dict[str, type] = {

@@ -24,9 +24,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
 from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
 
-from steps.contracts import EXPERIMENT_KIND_TAG, EXPERIMENT_NAME, MODEL_TRAINING_KIND
-from steps.errors import EXIT_USER_ERROR, PipelineError
-from steps.server import check_can_write, check_tracking_server
+from taxi_duration.core.contracts import EXPERIMENT_KIND_TAG, EXPERIMENT_NAME, MODEL_TRAINING_KIND
+from taxi_duration.core.errors import EXIT_USER_ERROR, PipelineError
+from taxi_duration.tracking.server import check_can_write, check_tracking_server
 
 
 def is_mlflow_run_command(argv: list[str]) -> bool:

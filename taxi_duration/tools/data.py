@@ -1,7 +1,7 @@
 """`make data`: download TLC months into a folder, with the downloader ingest uses, so the
 pipeline can read them from there (`-P source=data`) without the network.
 
-    python -m steps.data --taxi green --dest data 2021-01..2021-03
+    python -m taxi_duration.tools.data --taxi green --dest data 2021-01..2021-03
 
 Months: one (2021-01), a list (2021-01,2021-03) or a range (2021-01..2021-03); the default is
 the pipeline's default train, validation and test months. A month already in the folder is
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import click
 
-from steps.config import check_taxi, parse_month_spec
-from steps.contracts import DEFAULT_MONTHS, TLC_URL
-from steps.errors import EXIT_USER_ERROR, PipelineError
-from steps.tlc import fetch_month
+from taxi_duration.core.contracts import DEFAULT_MONTHS, TLC_URL
+from taxi_duration.core.errors import EXIT_USER_ERROR, PipelineError
+from taxi_duration.core.params import check_taxi, parse_month_spec
+from taxi_duration.data.tlc import fetch_month
 
 DEFAULT_SPEC = f"{DEFAULT_MONTHS['train']}..{DEFAULT_MONTHS['test']}"
 

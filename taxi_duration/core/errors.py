@@ -10,5 +10,6 @@ class PipelineError(Exception):
     """A problem the user can fix (bad input, missing data, unreachable server).
 
     The message is one sentence that names the problem and then the fix; the CLI shell prints
-    it without a traceback (steps/cli.py). Any other exception is a bug and keeps its traceback.
+    it without a traceback (pipeline/cli.py). Any other exception is a bug and keeps its
+    traceback.
     """

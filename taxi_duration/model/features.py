@@ -21,11 +21,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     COURSE_FEATURES,
     DISTANCE,
     DO,
     DROPOFF,
+    MATRICES_DIR,
     MODEL_INPUT_COLUMNS,
     PICKUP,
     PICKUP_ALIASES,
@@ -34,10 +35,11 @@ from steps.contracts import (
     PU,
     TARGET,
     TIME_FEATURES,
+    TRIPS_DIR,
     ZONE_IDS,
     model_input_columns,
 )
-from steps.errors import PipelineError
+from taxi_duration.core.errors import PipelineError
 
 MAX_DISTANCE = 100.0  # miles; longer TLC trip records are meter errors
 # Raw records may give the pickup time with an offset (2021-03-01T08:15:00-05:00); the model
@@ -103,6 +105,25 @@ def filter_trips(
         invalid_distance=int(clean_distance(kept[DISTANCE]).isna().sum()),
     )
     return kept, stats
+
+
+def keep_trips(
+    raw: pd.DataFrame, split: str, min_duration: float, max_duration: float
+) -> tuple[pd.DataFrame, FilterStats]:
+    """Filter one split by duration; a split left with no rows is refused."""
+    kept, stats = filter_trips(raw, min_duration, max_duration)
+    if stats.rows_kept == 0:
+        raise PipelineError(
+            f"the {split} split has 0 of {stats.rows_in} rows left with duration in "
+            f"[{min_duration}, {max_duration}] minutes; widen min_duration/max_duration "
+            "or pick another month"
+        )
+    return kept, stats
+
+
+def encode(trips: pd.DataFrame, preprocessor: Preprocessor) -> FeatureMatrix:
+    """The split's feature matrix and target, with an already fitted preprocessor."""
+    return FeatureMatrix(preprocessor.transform(trips), trips[TARGET].to_numpy())
 
 
 def clean_distance(distance: pd.Series) -> pd.Series:
@@ -350,7 +371,7 @@ class FeatureMatrix:
 
 def save_matrix(matrix: FeatureMatrix, path: Path) -> None:
     """Write a matrix in the format its file name says, byte for byte the same for the same
-    matrix (its digest is featurize's reuse key: see steps/reuse.py)."""
+    matrix (its digest is featurize's reuse key: see taxi_duration/core/reuse.py)."""
     if isinstance(matrix.X, pd.DataFrame):
         matrix.X.assign(**{TARGET: matrix.y}).to_parquet(path, index=False)
         return
@@ -386,7 +407,8 @@ def load_matrix(path: Path) -> FeatureMatrix:
 
 
 def save_preprocessor(preprocessor: Preprocessor, path: Path) -> None:
-    """Pickle a fitted preprocessor (its class is importable from steps.features)."""
+    """Pickle a fitted preprocessor (its class is importable from taxi_duration.model.features;
+    preprocessors pickled before the library moved name steps.features, see steps/__init__.py)."""
     path.write_bytes(pickle.dumps(preprocessor, protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -394,3 +416,42 @@ def load_preprocessor(path: Path) -> Preprocessor:
     """Read a preprocessor written by save_preprocessor."""
     preprocessor: Preprocessor = pickle.loads(path.read_bytes())
     return preprocessor
+
+
+ENCODING_WORDS = {
+    "categorical": "pickup and dropoff zones as XGBoost native categoricals, plus the distance",
+    "onehot": "the pickup-dropoff zone pair one-hot encoded (the course's DictVectorizer), "
+    "plus the distance",
+}
+
+
+TIME_WORDS = ", the pickup hour (with its minutes) and the day of the week"
+
+
+def describe_features(
+    features: str,
+    encoding: str,
+    n_features: int,
+    stats: dict[str, FilterStats],
+    min_duration: float,
+    max_duration: float,
+) -> str:
+    """The run's description (markdown, shown on its page in the MLflow UI)."""
+    rows = "\n".join(
+        f"| {split} | {st.rows_in:,} | {st.rows_kept:,} | {st.dropped_duration:,} | "
+        f"{st.unknown_zone:,} | {st.invalid_distance:,} |"
+        for split, st in stats.items()
+    )
+    return f"""\
+Kept the trips lasting **{min_duration:g} to {max_duration:g} minutes**; features \
+**{features}**, encoding **{encoding}**: {ENCODING_WORDS.get(encoding, encoding)}\
+{TIME_WORDS if features == TIME_FEATURES else ""} ({n_features:,} features, fitted on the \
+training split only).
+
+| split | trips in | kept | dropped (duration) | kept, unknown zone | kept, invalid distance |
+|---|---|---|---|---|---|
+{rows}
+
+Unknown zones and invalid distances stay in: the model sees them as missing, as it will when \
+serving. Matrices: `{MATRICES_DIR}/`; kept trips: `{TRIPS_DIR}/`.
+"""

@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from steps.contracts import DISTANCE, DO, PICKUP, PICKUP_HOUR, PICKUP_WEEKDAY, PU
+from taxi_duration.core.contracts import DISTANCE, DO, PICKUP, PICKUP_HOUR, PICKUP_WEEKDAY, PU
 
 # What a person calls the model's inputs (the one-hot encoding's pair column included).
 INPUT_LABELS: dict[str, str] = {

@@ -21,10 +21,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from steps.contracts import DISTANCE, DO, PICKUP, PU, TARGET
-from steps.errors import PipelineError
-from steps.monitoring import NO_ERRORS, ErrorSums
-from steps.processes import process_alive
+from taxi_duration.core.contracts import DISTANCE, DO, PICKUP, PU, TARGET
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.core.processes import process_alive
 
 S3 = "s3://"
 _BATCH_ROWS = 1 << 20
@@ -61,22 +60,6 @@ def merge_parts(parts: Sequence[Path], path: Path, columns: Sequence[str]) -> No
         for part in parts:
             for batch in pq.ParquetFile(part).iter_batches(batch_size=_BATCH_ROWS):
                 writer.write_table(pa.Table.from_batches([batch]).select(columns).cast(schema))
-
-
-def error_sums(
-    path: Path, columns: Sequence[str], min_duration: float, max_duration: float
-) -> tuple[int, dict[str, ErrorSums]]:
-    """Rows of a predictions file and, per prediction column, the errors on the rows inside the
-    training filter; read a batch at a time. Both engines' metrics come from here."""
-    rows, sums = 0, dict.fromkeys(columns, NO_ERRORS)
-    source = pq.ParquetFile(path)
-    for batch in source.iter_batches(batch_size=_BATCH_ROWS, columns=[TARGET, *columns]):
-        actual = batch.column(TARGET).to_numpy(zero_copy_only=False)
-        for column in columns:
-            predicted = batch.column(column).to_numpy(zero_copy_only=False)
-            sums[column] += ErrorSums.of(actual, predicted, min_duration, max_duration)
-        rows += batch.num_rows
-    return rows, sums
 
 
 # --- where the files go ----------------------------------------------------------------------

@@ -25,12 +25,12 @@ from typing import Any, TypeVar
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
-from steps import history
-from steps.contracts import CHAMPION, CHAMPION_SINCE_TAG, CHAMPION_UNTIL_TAG
-from steps.errors import PipelineError
-from steps.history import ChampionMove
-from steps.runs import client, tracking_uri
-from steps.server import lost_server_message, redact
+from taxi_duration.core.contracts import CHAMPION, CHAMPION_SINCE_TAG, CHAMPION_UNTIL_TAG
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.tracking import history
+from taxi_duration.tracking.history import ChampionMove
+from taxi_duration.tracking.runs import client, tracking_uri
+from taxi_duration.tracking.server import lost_server_message, redact
 
 T = TypeVar("T")
 

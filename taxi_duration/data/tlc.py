@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from steps.contracts import (
+from taxi_duration.core.contracts import (
     DISTANCE,
     DO,
     DROPOFF,
@@ -28,8 +28,8 @@ from steps.contracts import (
     TLC_URL,
     tlc_file_name,
 )
-from steps.errors import PipelineError
-from steps.processes import process_alive
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.core.processes import process_alive
 
 TLC_DOCS = "https://www.nyc.gov/site/tlc/about/tlc-trip-record-data.page"
 _ATTEMPTS = 3
