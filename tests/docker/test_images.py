@@ -31,6 +31,7 @@ from tests.docker.podman import (
     build,
     config_of,
     missing_tools,
+    prune,
     remove_stale_containers,
     store_lock,
     trusted_base_image,
@@ -84,6 +85,7 @@ def images(logs: Path) -> Images:
             base = {"BASE_IMAGE": trusted_base_image(log)}
             build(PROJECT_DIR / "docker" / "Dockerfile", PROJECT_DIR, found.pipeline, log, base)
             build(server_context / server["dockerfile"], server_context, found.server, log, base)
+            prune(log)
     except RuntimeError as error:
         pytest.fail(f"{error}\n(whole output: {log})", pytrace=False)
     return found
