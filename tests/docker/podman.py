@@ -4,8 +4,9 @@ The images live in a store of their own (STORE), kept between runs: the Debian b
 per machine with mmdebstrap, the layers `podman build` caches, so a second run rebuilds only
 what changed. The store uses the overlay driver: on this kind of machine a build on vfs (which
 copies the whole file system at every step) took 4m43s cold and 2m34s with every layer cached,
-against 1m30s and 1s on overlay. `podman run` cannot start containers here (crun: "cgroups in
-hybrid mode not supported"), so containers run with `buildah run --isolation chroot`.
+against 1m30s and 1s on overlay (a store of its own also keeps clear of the default store and
+whatever driver that one was made with). `podman run` cannot start containers here (crun:
+"cgroups in hybrid mode not supported"), so containers run with `buildah run --isolation chroot`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ PREFIX = "nyc-taxi-duration-test"
 # pip settings that still mean something inside an image (a file:// index or a local
 # constraints file does not exist there).
 PIP_NETWORK_SETTINGS = ("index-url", "extra-index-url", "trusted-host", "timeout", "proxy")
+# Beside Debian's bundle, not over it: a ca-certificates trigger during a build rewrites that one.
 PIP_CA_BUNDLE = "/usr/local/share/test-host-ca/ca-certificates.crt"
 
 
