@@ -33,9 +33,10 @@ FAST_HPO = {"max_evals": "6", "num_boost_round": "60", "early_stopping_rounds": 
 # The order test files are handed to the pytest-xdist workers (`make test` passes
 # --no-loadscope-reorder so it holds): the slowest kinds first, so the last file a worker takes
 # is a short one and the two finish together; the unit tests fill the gaps at the end. The
-# first reliability file builds the trained store while the second (the registry races) needs
-# none, so no worker starts by waiting for the other.
-KINDS = ("reliability", "e2e", "integration", "ui", "unit")
+# docker file (image builds, then a whole pipeline in a container) is the longest single file;
+# the first reliability file builds the trained store while the second (the registry races)
+# needs none, so no worker starts by waiting for the other.
+KINDS = ("docker", "reliability", "e2e", "integration", "ui", "unit")
 
 
 def kind_of(item: pytest.Item) -> str:

@@ -1,6 +1,6 @@
-"""docker/: the pipeline image and the tracking stack's compose file, checked as files (there is
-no Docker engine in CI). tests/integration/test_remote.py runs the compose file's `mlflow server`
-command line for real."""
+"""docker/: the pipeline image and the tracking stack's compose file, checked as files.
+tests/docker builds both images and runs them; tests/integration/test_remote.py runs the compose
+file's `mlflow server` command line with the venv's MLflow."""
 
 from __future__ import annotations
 
@@ -57,6 +57,19 @@ def test_compose_has_the_tracking_stack_services():
     depends = SERVICES["mlflow"]["depends_on"]
     assert depends["postgres"]["condition"] == "service_healthy"
     assert depends["minio-init"]["condition"] == "service_completed_successfully"
+
+
+def test_every_build_in_compose_has_its_context_and_dockerfile():
+    builds = {name: s["build"] for name, s in SERVICES.items() if "build" in s}
+    assert set(builds) == {"mlflow"}
+    for build in builds.values():
+        assert (DOCKER / build["context"] / build["dockerfile"]).is_file(), build
+
+
+def test_compose_tags_the_server_image_with_the_projects_mlflow():
+    name, _, version = SERVICES["mlflow"]["image"].partition(":")
+    assert name == "mlflow-server"
+    assert f"mlflow=={version}" in project_dependencies()
 
 
 def test_only_the_mlflow_port_is_published():
@@ -134,9 +147,27 @@ def test_server_command_fills_the_variables_and_maps_service_addresses():
     assert substitute("${A:-x} $$B", {}) == "x $B"
 
 
+def project_dependencies() -> list[str]:
+    return list(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "mlflow-server.Dockerfile"])
+def test_base_image_is_an_argument_defaulting_to_the_official_python(name):
+    instructions = dockerfile(name)
+    assert instructions[:2] == [("ARG", "BASE_IMAGE=python:3.11-slim"), ("FROM", "${BASE_IMAGE}")]
+    assert [keyword for keyword, _ in instructions].count("FROM") == 1
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "mlflow-server.Dockerfile"])
+def test_images_carry_no_machines_pip_trust(name):
+    # A test machine's CA bundle and index settings belong to the base image the test passes.
+    text = (DOCKER / name).read_text()
+    for setting in ("pip.conf", "cert", "index-url", "trusted-host", "PIP_"):
+        assert setting not in text, setting
+
+
 def test_server_image_pins_the_projects_mlflow():
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    mlflow_pin = next(d for d in pyproject["project"]["dependencies"] if d.startswith("mlflow=="))
+    mlflow_pin = next(d for d in project_dependencies() if d.startswith("mlflow=="))
     run = " ".join(
         args for keyword, args in dockerfile("mlflow-server.Dockerfile") if keyword == "RUN"
     )
@@ -148,7 +179,6 @@ def test_server_image_pins_the_projects_mlflow():
 
 def test_pipeline_image_installs_like_ci_and_runs_main():
     instructions = dockerfile("Dockerfile")
-    assert instructions[0] == ("FROM", "python:3.11-slim")
     runs = [args for keyword, args in instructions if keyword == "RUN"]
     assert any("apt-get install" in r and " make " in f"{r} " and " git" in r for r in runs)
     assert runs[-1] == "make install"
@@ -165,10 +195,19 @@ def test_pipeline_image_installs_like_ci_and_runs_main():
     ]
     # Configured only by the environment at `docker run`: nothing baked in but the venv on PATH
     # (the steps' commands call `python`).
-    baked = [args for keyword, args in instructions if keyword in ("ENV", "ARG")]
+    baked = [args for keyword, args in instructions[2:] if keyword in ("ENV", "ARG")]
     assert baked == ['PATH="/app/.venv/bin:${PATH}"']
+
+
+def test_pipeline_image_installs_the_dependencies_before_copying_the_code():
+    # So an edit to the code reuses the dependencies' layer and reinstalls only the project.
+    instructions = dockerfile("Dockerfile")
+    copies = [i for i, (keyword, _) in enumerate(instructions) if keyword == "COPY"]
+    assert [instructions[i][1] for i in copies] == ["pyproject.toml ./", ". ."]
+    between = [args for keyword, args in instructions[copies[0] : copies[1]] if keyword == "RUN"]
+    assert len(between) == 1 and "pyproject.toml" in between[0] and "pip install" in between[0]
 
 
 def test_pipeline_image_leaves_local_state_and_secrets_out_of_the_context():
     ignored = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
-    assert {".venv", ".env", "**/.env", "mlflow.db", "mlruns"} <= set(ignored)
+    assert {".venv", ".env", "**/.env", "mlflow.db", "mlruns", "data"} <= set(ignored)
