@@ -23,7 +23,13 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from steps.contracts import EXPERIMENT_NAME, MODEL_NAME, PARENT_RUN_TAG, STEP_TAG, STEPS
+from taxi_duration.core.contracts import (
+    EXPERIMENT_NAME,
+    MODEL_NAME,
+    PARENT_RUN_TAG,
+    STEP_TAG,
+    STEPS,
+)
 from tests.conftest import DATA_DIR, FAST_HPO, PROJECT_DIR, error_lines, subprocess_env
 from tests.docker.podman import (
     PREFIX,
