@@ -31,7 +31,6 @@ from taxi_duration.core.contracts import (
     TRIALS_FILE,
     matrix_split_path,
 )
-from taxi_duration.core.errors import PipelineError
 from taxi_duration.core.params import check_backend, check_positive, check_sample_rows
 from taxi_duration.model.features import load_matrix
 from taxi_duration.model.figures import plot_search
@@ -40,6 +39,7 @@ from taxi_duration.model.search import (
     ProgressLogger,
     TrialLogger,
     describe_search,
+    require_trials,
     results_digest,
     search_sample,
     spark_trials,
@@ -135,8 +135,7 @@ def main(
         tuning_seconds = time.perf_counter() - started
         if backend == "spark":
             mlflow_logger.renumber(results)
-        if not results:
-            raise PipelineError("every trial failed; see the FAILED trial runs under this run")
+        require_trials(results)
         best = min(results, key=lambda r: r.rmse)
         runs.log_table(trials_table(results), TRIALS_FILE)
         runs.log_figure(plot_search({r.number: r.rmse for r in results}), SEARCH_PLOT)

@@ -47,7 +47,7 @@ from taxi_duration.data.splits import (
     read_split,
     trip_minutes,
 )
-from taxi_duration.data.tlc import COLUMN_KINDS, parquet_digest, source_fingerprint
+from taxi_duration.data.tlc import COLUMN_KINDS, identities_digest, parquet_digest, read_identity
 from taxi_duration.model.figures import plot_distributions
 from taxi_duration.pipeline.cli import exits_cleanly
 from taxi_duration.tracking import runs
@@ -83,9 +83,10 @@ def main(
                 "cache_dir": cache_dir,
             }
         )
-        train, val, test = months
-        fingerprint = source_fingerprint(source, taxi, [str(m) for m in (*train, val, test)])
         files = fetch_months(taxi, months, source, cache)
+        # What was read, as its source identified it when it was fetched (main compares what
+        # the source says now with this before it reuses the run).
+        fingerprint = identities_digest([read_identity(source, f.path) for f in files])
         profile: dict[str, SplitProfile] = {}
         distributions: dict[str, tuple[pd.Series, pd.Series]] = {}
         load_seconds = 0.0
@@ -128,7 +129,7 @@ def main(
             {
                 "taxi": taxi,
                 **{f"{split}_month": p.month for split, p in profile.items()},
-                INPUT_DIGEST_TAG: fingerprint or "unknown",
+                INPUT_DIGEST_TAG: fingerprint,
             }
         )
         counts = ", ".join(f"{s}={p.rows} rows" for s, p in profile.items())

@@ -23,6 +23,7 @@ from taxi_duration.core.contracts import (
     DEFAULT_CACHE_DIR,
     DEFAULT_FEATURES,
     DEFAULT_HPO_SAMPLE_ROWS,
+    DEFAULT_MIN_CONFIDENCE,
     DEFAULT_MONTHS,
     MAIN,
     MODEL_NAME,
@@ -74,6 +75,7 @@ from taxi_duration.tracking.server import redact
 @click.option("--rmse-tolerance", type=float, default=0.0, show_default=True)
 @click.option("--model-name", default=MODEL_NAME, show_default=True)
 @click.option("--min-improvement", type=float, default=0.0, show_default=True)
+@click.option("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE, show_default=True)
 @click.option(
     "--force",
     default="false",

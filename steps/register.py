@@ -1,18 +1,24 @@
 """register: register the trained model, alias it `challenger`, and move `champion` only if it wins.
 
 Input: train_run (runs:/<id> of a train_best run). Parameters: model_name; min_improvement
-(minutes, >= 0, default 0: how much lower than the champion's the candidate's test RMSE must be).
-The new version is tagged with its metrics, data months, encoding and source run, and always
-gets alias `challenger`. `champion` moves to it when there is no champion, or when its test RMSE
-is lower than the champion's on the same test month by at least min_improvement (re-scoring the
-champion on this test month when it was tested on another), as MLflow's
-validate_evaluation_results judges root_mean_squared_error. Never uses stages. Every move of
-`champion` is appended to the champion's history in the registry (see promote).
+(minutes, >= 0, default 0: how much lower than the champion's the candidate's test RMSE must be);
+min_confidence (in [0, 1), default 0.99: how sure a paired comparison of the two models' errors
+on the same rows must be that the candidate's is lower; 0 turns it off).
+The new version is tagged with its metrics, data months, features, encoding, duration filter,
+source run and the digest and count of its test rows, and always gets alias `challenger`.
+`champion` moves to it when there is no champion, or when, measured on the candidate's test rows
+(the champion's recorded RMSE when it was measured on rows with the same digest, else the
+champion re-scored on them), its test RMSE is lower by at least min_improvement (MLflow's
+validate_evaluation_results on root_mean_squared_error) with at least min_confidence. Never on a
+test month the champion trained or validated on; never to a version a person took `champion`
+away from with promote (that refusal joins the champion's history). Never uses stages. Every
+move of `champion` is appended to the champion's history in the registry (see promote).
 Descriptions (markdown, in the MLflow UI): the registered model's, when it has none (what it
 predicts, its inputs, how to load and serve it); the version's (its train_best run, data,
-RMSEs, why it became champion or not); the register run's (the comparison).
-Artifact: registration.json (what was registered, what was compared, with the threshold and
-both RMSEs, and why the champion moved or stayed).
+RMSEs, why it became champion or not); the register run's (the comparison, the rows, the
+confidence). Metric confidence (when measured).
+Artifact: registration.json (what was registered, what was compared on which rows, with the
+thresholds, both RMSEs and the confidence, and why the champion moved or stayed).
 """
 
 from __future__ import annotations
@@ -28,15 +34,24 @@ from taxi_duration.core.contracts import (
     CHAMPION_AFTER_TAG,
     CHAMPION_MOVE_TAG,
     COURSE_FEATURES,
+    DEFAULT_MIN_CONFIDENCE,
     FEATURIZE,
     MODEL_NAME,
     MODEL_URI_TAG,
+    PREDICTION,
     REGISTER,
     REGISTRATION_FILE,
+    TEST_PREDICTIONS_FILE,
     trips_split_path,
 )
-from taxi_duration.core.params import check_min_improvement, check_model_name
-from taxi_duration.pipeline.champion import Mover, incumbent_version, publish
+from taxi_duration.core.params import (
+    check_confidence,
+    check_min_improvement,
+    check_model_name,
+)
+from taxi_duration.core.reuse import unquote
+from taxi_duration.model.gate import rows_digest
+from taxi_duration.pipeline.champion import Gate, Mover, ScoredRows, incumbent_version, publish
 from taxi_duration.pipeline.cli import exits_cleanly
 from taxi_duration.pipeline.registry_notes import (
     Candidacy,
@@ -58,26 +73,42 @@ from taxi_duration.tracking import registry, runs
     show_default=True,
     help="Minutes of test RMSE the candidate must gain over the champion to replace it.",
 )
+@click.option(
+    "--min-confidence",
+    type=float,
+    default=DEFAULT_MIN_CONFIDENCE,
+    show_default=True,
+    help="How sure a paired comparison on the same rows must be that the candidate's error is "
+    "lower (0: not asked).",
+)
 @exits_cleanly(REGISTER)
-def main(train_run: str, model_name: str, min_improvement: float) -> None:
+def main(train_run: str, model_name: str, min_improvement: float, min_confidence: float) -> None:
     check_model_name(model_name)
     with runs.step_run(REGISTER) as run:
         runs.log_params(
-            {"train_run": train_run, "model_name": model_name, "min_improvement": min_improvement}
+            {
+                "train_run": train_run,
+                "model_name": model_name,
+                "min_improvement": min_improvement,
+                "min_confidence": min_confidence,
+            }
         )
-        check_min_improvement(min_improvement)
+        gate = Gate(check_min_improvement(min_improvement), check_confidence(min_confidence))
         trained = runs.read_upstream(REGISTER, train_run)
         featurize = runs.lineage(trained)[FEATURIZE]
-        test_path = runs.download(featurize.info.run_id, trips_split_path("test"))
-        test_trips = pd.read_parquet(test_path)
+        test_trips = pd.read_parquet(runs.download(featurize.info.run_id, trips_split_path("test")))
+        predicted = pd.read_parquet(runs.download(trained.info.run_id, TEST_PREDICTIONS_FILE))
+        rows = ScoredRows(rows_digest(test_trips), test_trips, predicted[PREDICTION].to_numpy())
         data_tags = runs.data_tags(trained)
         test_rmse = trained.data.metrics["test_rmse"]
-
+        filtered = featurize.data.params
         version_tags = {
             **data_tags,
             "encoding": trained.data.tags.get("encoding", ""),
+            # what scoring the version needs, on the version itself (predict reads it)
             "features": trained.data.tags.get("features", COURSE_FEATURES),
-            "test_rmse": f"{test_rmse:.6f}",
+            "min_duration": unquote(filtered["min_duration"]),
+            "max_duration": unquote(filtered["max_duration"]),
             "val_rmse": f"{trained.data.metrics['val_rmse']:.6f}",
             "source_run": trained.info.run_id,
         }
@@ -94,11 +125,11 @@ def main(train_run: str, model_name: str, min_improvement: float) -> None:
             trained.info.run_id,
             test_rmse,
             data_tags,
+            rows,
             version_tags,
             version_description(candidacy),
-            test_trips,
             Mover(runs.user(), run.info.run_id),
-            min_improvement,
+            gate,
             outcome_description=lambda decision, incumbent: version_description(
                 candidacy, decision, incumbent
             ),
@@ -116,10 +147,16 @@ def main(train_run: str, model_name: str, min_improvement: float) -> None:
             "created": created,
             "tags": version_tags,
             **asdict(decision),
-            "comparison": comparison(candidacy, number, incumbent, min_improvement, decision),
+            "comparison": comparison(candidacy, number, incumbent, gate, rows, decision),
         }
         runs.log_json(record, REGISTRATION_FILE)
-        runs.log_metrics({"model_version": int(number), "promoted": int(decision.promote)})
+        metrics: dict[str, float] = {
+            "model_version": int(number),
+            "promoted": int(decision.promote),
+        }
+        if incumbent is not None and incumbent.confidence is not None:
+            metrics["confidence"] = incumbent.confidence
+        runs.log_metrics(metrics)
         champion_after = number if decision.promote else incumbent_version(incumbent)
         runs.set_tags(
             {
@@ -131,7 +168,7 @@ def main(train_run: str, model_name: str, min_improvement: float) -> None:
             }
         )
         runs.set_description(
-            run_description(model_name, number, candidacy, decision, incumbent, min_improvement)
+            run_description(model_name, number, candidacy, decision, incumbent, gate, rows)
         )
         print(
             f"register: runs:/{run.info.run_id} {model_name} v{number} "

@@ -5,8 +5,10 @@ trial, > 0 = the cheapest trial, fewest trees x depth, whose RMSE is within that
 hpo may have searched on a sample of the rows (hpo_sample_rows); the refit trains on all rows of
 the training month(s) with early stopping on the whole validation month.
 Artifacts: the pyfunc model `model` (raw records in, minutes out; signature and input example),
-preprocessor/preprocessor.pkl, autolog's per-iteration metrics and importances, and pictures
-of the test month: plots/test_predictions.png (predicted vs actual), plots/test_errors.png
+predictions/test.parquet (its predictions of the test trips, which register pairs with the
+champion's), preprocessor/preprocessor.pkl, autolog's per-iteration metrics and importances,
+and pictures of the test month: plots/test_predictions.png (predicted vs actual),
+plots/test_errors.png
 (error by distance band, pickup hour and day of the week), plots/feature_importance.png (each
 input's share of the gain). The model's metadata names its feature set and input columns; its
 input example holds five test trips as a request carries them.
@@ -35,11 +37,13 @@ from taxi_duration.core.contracts import (
     MODEL_NAME_IN_RUN,
     MODEL_URI_TAG,
     OUTPUT_DIGEST_TAG,
+    PREDICTION,
     PREPROCESSOR_DIR,
     PREPROCESSOR_PATH,
     PROJECT_DIR,
     TARGET,
     TEST_ERRORS_PLOT,
+    TEST_PREDICTIONS_FILE,
     TEST_PREDICTIONS_PLOT,
     TRAIN_BEST,
     matrix_split_path,
@@ -116,6 +120,9 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
                 code_paths=[str(PROJECT_DIR / LIBRARY)],
                 input_example=input_example(test_trips, preprocessor.features),
             )
+            predictions = Path(tmp) / Path(TEST_PREDICTIONS_FILE).name
+            pd.DataFrame({PREDICTION: test_pred}).to_parquet(predictions, index=False)
+            runs.log_artifact(predictions, str(Path(TEST_PREDICTIONS_FILE).parent))
         runs.log_artifact(preprocessor_path, PREPROCESSOR_DIR)
         y_test = test_trips[TARGET].to_numpy()
         runs.log_figure(plot_predictions(y_test, test_pred, "test"), TEST_PREDICTIONS_PLOT)

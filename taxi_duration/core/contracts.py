@@ -14,6 +14,7 @@ from typing import Final
 LIBRARY: Final = "taxi_duration"
 PROJECT_DIR: Final = Path(__file__).resolve().parents[2]
 STEPS_PACKAGE: Final = "steps"  # the entry points: steps/<entry point>.py
+PROJECT_NAME: Final = "nyc-taxi-duration"  # MLproject's `name`
 
 # --- entry points (MLproject names == module names under steps/) -------------------------
 INGEST: Final = "ingest"
@@ -70,6 +71,9 @@ DEFAULT_MONTHS: Final = {"train": "2021-01", "val": "2021-02", "test": "2021-03"
 # hpo searches on a seeded sample of this many rows of each split (0 = all rows); chosen by
 # measurement on a yellow-taxi-sized month (docs/big-months.md). Green months are smaller.
 DEFAULT_HPO_SAMPLE_ROWS: Final = 100_000
+# register: how sure the paired comparison must be that a candidate's error is lower than the
+# champion's before it replaces it; measured on equal models (docs/model-management.md).
+DEFAULT_MIN_CONFIDENCE: Final = 0.99
 
 # --- splits and MLflow dataset contexts ----------------------------------------------------
 SPLITS: Final[tuple[str, ...]] = ("train", "val", "test")
@@ -155,6 +159,10 @@ CHAMPION_MOVE_TAG: Final = "pipeline.champion_move"
 HOST_TAG: Final = "pipeline.host"  # every step run: where its process runs...
 PID_TAG: Final = "pipeline.pid"  # ...and which process, so a later main can tell it died
 PEAK_RSS_METRIC: Final = "peak_rss_mib"  # every step run: its process's peak memory
+# On a registered version: the digest and count of the test rows its test_rmse was measured on
+# (register's gate compares two RMSEs only on the same rows).
+TEST_ROWS_DIGEST_TAG: Final = "test_rows_digest"
+TEST_ROWS_TAG: Final = "test_rows"
 # Describe the data a run was built from; carried from ingest down to the registered version.
 DATA_TAGS: Final = ("taxi", "train_month", "val_month", "test_month")
 
@@ -177,6 +185,9 @@ TEST_PREDICTIONS_PLOT: Final = f"{PLOTS_DIR}/test_predictions.png"  # train_best
 TEST_ERRORS_PLOT: Final = f"{PLOTS_DIR}/test_errors.png"
 FEATURE_IMPORTANCE_PLOT: Final = f"{PLOTS_DIR}/feature_importance.png"
 REGISTRATION_FILE: Final = "registration.json"  # register
+# train_best: its model's predictions of the test trips (featurize's trips/test.parquet, in
+# order), which register's gate pairs with the champion's on the same rows
+TEST_PREDICTIONS_FILE: Final = "predictions/test.parquet"
 PROMOTION_FILE: Final = "promotion.json"  # promote
 SUMMARY_FILE: Final = "summary.json"  # main
 PREDICTIONS_DIR: Final = "predictions"  # predict: predictions/{taxi}_{month}.parquet

@@ -207,6 +207,16 @@ def check_min_improvement(value: float) -> float:
     return value
 
 
+def check_confidence(value: float) -> float:
+    """Require a confidence level in [0, 1): 0 asks for none, 0.95 for 95%."""
+    if not 0 <= value < 1:
+        raise PipelineError(
+            f"min_confidence must be at least 0 and below 1 (0 = no paired comparison, 0.95 = "
+            f"95% sure that the candidate's error is lower), got {value}"
+        )
+    return value
+
+
 def check_model_name(name: str) -> str:
     """Require a registered-model name that works in `models:/<name>@alias` URIs."""
     if not _MODEL_NAME_RE.match(name):

@@ -2,9 +2,11 @@
 the same input content. Pure apart from reading files.
 
 - The code fingerprint hashes what a step's code depends on: its module under steps/, the
-  library modules (taxi_duration/) it imports, transitively and lazy imports included, and
-  MLproject and conda.yaml. Not the git commit: an uncommitted edit changes it, a commit that
-  touched only the README does not.
+  library modules (taxi_duration/) it imports, transitively and lazy imports included,
+  MLproject and conda.yaml, and the installed versions of the libraries those modules import
+  whose results the step depends on (numpy, pandas, pyarrow, scipy, scikit-learn, xgboost,
+  hyperopt). Not the git commit: an uncommitted edit changes it, a commit that touched only the
+  README does not; an upgrade of xgboost in the environment does.
 - Content digests: each step records a digest of what it wrote for the next step to read
   (tag pipeline.output_digest), and each step run records the digest of what it read
   (pipeline.input_digest). Reuse compares those, not run ids, so an upstream step that reruns
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.metadata
 import json
 import shlex
 from collections.abc import Callable, Mapping
@@ -70,15 +73,57 @@ def module_closure(project_dir: Path, module: str) -> list[Path]:
     return sorted(seen)
 
 
-def code_fingerprint(project_dir: Path, entry_point: str) -> str:
-    """sha256 over the files the entry point's code depends on (names and bytes): its module
-    under steps/, the library modules it reaches, MLproject and conda.yaml."""
-    files = module_closure(project_dir, f"{STEPS_PACKAGE}.{entry_point}")
-    files += [project_dir / name for name in PROJECT_FILES if (project_dir / name).is_file()]
+# The libraries whose results a step's output depends on (import name -> distribution): an
+# upgrade of one changes the fingerprint of every step whose code imports it, so a step is not
+# reused across it. MLflow, matplotlib and the like only record and draw: left out.
+RESULT_LIBRARIES = {
+    "numpy": "numpy",
+    "pandas": "pandas",
+    "pyarrow": "pyarrow",
+    "scipy": "scipy",
+    "sklearn": "scikit-learn",
+    "xgboost": "xgboost",
+    "hyperopt": "hyperopt",
+}
+
+
+def installed_version(distribution: str) -> str:
+    """The version of a distribution installed in this environment ("absent" if none)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def library_versions(
+    files: list[Path], version: Callable[[str], str] = installed_version
+) -> list[str]:
+    """`name==version` of each result library (RESULT_LIBRARIES) the files import, sorted."""
+    imported: set[str] = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    found = {RESULT_LIBRARIES[name] for name in imported if name in RESULT_LIBRARIES}
+    return [f"{name}=={version(name)}" for name in sorted(found)]
+
+
+def code_fingerprint(
+    project_dir: Path, entry_point: str, version: Callable[[str], str] = installed_version
+) -> str:
+    """sha256 over what the entry point's code depends on: the files (names and bytes) of its
+    module under steps/, the library modules it reaches, MLproject and conda.yaml; and the
+    installed versions of the result libraries those modules import."""
+    modules = module_closure(project_dir, f"{STEPS_PACKAGE}.{entry_point}")
+    files = modules + [project_dir / n for n in PROJECT_FILES if (project_dir / n).is_file()]
     digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.relative_to(project_dir)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
+    for pinned in library_versions(modules, version):
+        digest.update(pinned.encode() + b"\0")
     return digest.hexdigest()[:16]
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
+import re
 import sys
 import time
 import urllib.error
 import urllib.request
+from email.message import Message
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pandas as pd
 import pyarrow as pa
@@ -75,18 +79,21 @@ def month_location(source: str, taxi: str, month: str) -> str:
 
 
 def source_fingerprint(source: str, taxi: str, months: list[str]) -> str | None:
-    """Identity of the source files for the months, or None when it cannot be told.
+    """Identity of the source files for the months as the source says now, or None when it
+    cannot be told.
 
     One entry per month (see file_identity): when TLC republishes a month, or a file in the
     folder is replaced, the fingerprint changes and ingest's earlier run is not reused.
     """
-    parts = []
-    for month in months:
-        identity = file_identity(source, taxi, month)
-        if identity is None:
-            return None
-        parts.append(identity)
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    identities = [file_identity(source, taxi, month) for month in months]
+    if any(identity is None for identity in identities):
+        return None
+    return identities_digest([i for i in identities if i is not None])
+
+
+def identities_digest(identities: list[str]) -> str:
+    """One digest for the identities of several files, in order."""
+    return hashlib.sha256("\n".join(identities).encode()).hexdigest()[:16]
 
 
 def file_identity(source: str, taxi: str, month: str) -> str | None:
@@ -96,20 +103,61 @@ def file_identity(source: str, taxi: str, month: str) -> str | None:
     about it (ETag, Last-Modified, Content-Length).
     """
     location = month_location(source, taxi, month)
-    if is_url(source):
-        request = urllib.request.Request(location, method="HEAD", headers=_HEADERS)
-        try:
-            with urllib.request.urlopen(request, timeout=15) as response:
-                headers = response.headers
-        except (OSError, http.client.HTTPException):
-            return None
-        identity = [headers.get(h, "") for h in ("ETag", "Last-Modified", "Content-Length")]
-        return f"{location}|{'|'.join(identity)}" if any(identity) else None
-    path = Path(location).expanduser().resolve()
+    return head_identity(location) if is_url(source) else local_identity(Path(location))
+
+
+def head_identity(url: str) -> str | None:
+    """The identity a HEAD request of `url` gives, or None when the server cannot be asked or
+    says nothing that identifies the file."""
+    request = urllib.request.Request(url, method="HEAD", headers=_HEADERS)
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return remote_identity(url, response.headers)
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+def remote_identity(url: str, headers: Message) -> str | None:
+    """A URL's file as its server describes it (ETag, Last-Modified, Content-Length)."""
+    identity = [headers.get(h, "") for h in ("ETag", "Last-Modified", "Content-Length")]
+    return f"{url}|{'|'.join(identity)}" if any(identity) else None
+
+
+def local_identity(path: Path) -> str | None:
+    """A local file's path, size and modification time (None if there is no such file)."""
+    path = path.expanduser().resolve()
     if not path.is_file():
         return None
     stat = path.stat()
     return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def read_identity(source: str, path: Path) -> str:
+    """The identity of the file a step actually read: for a download, the one its server gave
+    when it was downloaded (recorded beside the copy); for a local file, its own."""
+    found = recorded_identity(path) if is_url(source) else local_identity(path)
+    return found or f"{path}|unknown"
+
+
+def recorded_identity(path: Path) -> str | None:
+    """The identity a downloaded copy was downloaded with (its `.source.json` beside it; None:
+    not recorded, or the server gave none)."""
+    try:
+        found = json.loads(identity_file(path).read_text())["identity"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None if found is None else str(found)
+
+
+def identity_file(path: Path) -> Path:
+    return path.with_name(f"{path.name}.source.json")
+
+
+def cache_folder(cache_dir: Path, source: str) -> Path:
+    """Where the downloads from `source` are kept: one folder per source (its host and path),
+    so months of two sources never stand in for each other."""
+    parsed = urlparse(source)
+    return cache_dir / re.sub(r"[^A-Za-z0-9._-]+", "_", f"{parsed.netloc}{parsed.path}").strip("_")
 
 
 def parquet_digest(path: Path) -> str:
@@ -130,7 +178,8 @@ def parquet_digest(path: Path) -> str:
 
 
 def fetch_month(source: str, taxi: str, month: str, cache_dir: Path) -> Path:
-    """Local path of one month's parquet file, downloading it into `cache_dir` at most once."""
+    """Local path of one month's parquet file: the file in a source folder, or a download kept
+    in `cache_dir` (a folder per source), downloaded again when the source's file changed."""
     name = tlc_file_name(taxi, month)
     if not is_url(source):
         folder = Path(source).expanduser()
@@ -146,18 +195,40 @@ def fetch_month(source: str, taxi: str, month: str, cache_dir: Path) -> Path:
             )
         check_parquet(path, hint=f"replace {path} with the file TLC publishes")
         return path
+    return fetch_into(month_location(source, taxi, month), cache_folder(cache_dir, source) / name)
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    remove_orphan_parts(cache_dir)
-    cached = cache_dir / name
-    if cached.is_file():
-        try:
-            check_parquet(cached, hint="")
-            return cached
-        except PipelineError:
-            cached.unlink()  # a corrupt cache entry is never trusted; fetch it again
-    download(month_location(source, taxi, month), cached)
-    return cached
+
+def fetch_into(url: str, dest: Path) -> Path:
+    """`url` downloaded to `dest`, unless `dest` holds it already: a complete parquet file
+    downloaded when the server gave the identity it gives now (ETag, Last-Modified, length). A
+    copy whose source changed since (TLC republished the month), that has no recorded identity,
+    or that is corrupt is downloaded again. When the server cannot be asked, the copy is used as
+    it is, and says so on stderr."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphan_parts(dest.parent)
+    if dest.is_file() and identity_file(dest).is_file() and _is_parquet(dest):
+        kept, now = recorded_identity(dest), head_identity(url)
+        if now == kept:
+            return dest
+        if now is None:
+            print(
+                f"tlc: could not ask {url} whether it changed; using the copy downloaded then",
+                file=sys.stderr,
+                flush=True,
+            )
+            return dest
+    dest.unlink(missing_ok=True)
+    identity_file(dest).unlink(missing_ok=True)
+    download(url, dest)
+    return dest
+
+
+def _is_parquet(path: Path) -> bool:
+    try:
+        check_parquet(path, hint="")
+    except PipelineError:
+        return False
+    return True
 
 
 def remove_orphan_parts(cache_dir: Path) -> list[Path]:
@@ -172,7 +243,8 @@ def remove_orphan_parts(cache_dir: Path) -> list[Path]:
 
 
 def download(url: str, dest: Path) -> None:
-    """Download `url` to `dest` atomically: a temp file in the same folder, verified, then renamed.
+    """Download `url` to `dest` atomically: a temp file in the same folder, verified, then renamed,
+    and the identity the server gave it recorded beside it (`<name>.source.json`).
 
     403/404 (TLC's answer for a month it has not published) fail at once; network errors and
     5xx answers are retried with backoff. Whatever happens, no partial file is left behind.
@@ -181,7 +253,7 @@ def download(url: str, dest: Path) -> None:
     try:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                _stream(url, tmp)
+                identity = _stream(url, tmp)
                 break
             except urllib.error.HTTPError as exc:
                 if exc.code in (403, 404):
@@ -209,13 +281,20 @@ def download(url: str, dest: Path) -> None:
             shown_name=url,
         )
         os.replace(tmp, dest)
+        # The identity goes beside the copy once the copy is whole: a copy without one (a
+        # download killed between the two renames) is downloaded again.
+        note = dest.with_name(f".{identity_file(dest).name}.{os.getpid()}.part")
+        note.write_text(json.dumps({"url": url, "identity": identity}))
+        os.replace(note, identity_file(dest))
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _stream(url: str, tmp: Path) -> None:
+def _stream(url: str, tmp: Path) -> str | None:
+    """Download `url` into `tmp`; returns the identity the server gave the file."""
     request = urllib.request.Request(url, headers=_HEADERS)
     with urllib.request.urlopen(request, timeout=60) as response, open(tmp, "wb") as out:
+        identity = remote_identity(url, response.headers)
         total = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(
             total=total,
@@ -230,6 +309,7 @@ def _stream(url: str, tmp: Path) -> None:
                 bar.update(len(chunk))
     if total is not None and tmp.stat().st_size != total:
         raise http.client.IncompleteRead(b"", total - tmp.stat().st_size)
+    return identity
 
 
 def check_parquet(path: Path, hint: str, shown_name: str | None = None) -> None:

@@ -18,7 +18,8 @@ from typing import Any, Protocol, TextIO
 
 import numpy as np
 import pandas as pd
-from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
+from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, tpe
+from hyperopt.exceptions import AllTrialsFailed
 from hyperopt.pyll import scope
 from tqdm import tqdm
 
@@ -71,18 +72,23 @@ class TrialLogger(Protocol):
 
     def finish(self, run_id: str | None, result: TrialResult) -> None: ...
 
-    def fail(self, run_id: str | None) -> None: ...
+    def fail(self, run_id: str | None, error: str) -> None: ...
 
 
 class Objective:
     """One trial: fit XGBoost with the sampled hyperparameters and record it through the logger.
 
-    Picklable, so SparkTrials can ship it to executors; each process builds its own DMatrix
-    pair once, on its first trial.
+    A trial whose fit raises (XGBoost refusing a configuration, say) is recorded as failed and
+    reported to hyperopt as such; the search goes on. Picklable, so SparkTrials can ship it to
+    executors; each process builds its own DMatrix pair once, on its first trial.
     """
 
     def __init__(
-        self, train: FeatureMatrix, val: FeatureMatrix, budget: Budget, logger: TrialLogger
+        self,
+        train: FeatureMatrix,
+        val: FeatureMatrix,
+        budget: Budget,
+        logger: TrialLogger,
     ) -> None:
         self.train, self.val, self.budget, self.logger = train, val, budget, logger
         self.calls = 0
@@ -107,8 +113,12 @@ class Objective:
                 self.budget.early_stopping_rounds,
                 self.budget.seed,
             )
-        except BaseException:
-            self.logger.fail(run_id)
+        except Exception as exc:  # this configuration failed: the search goes on without it
+            error = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+            self.logger.fail(run_id, error)
+            return {"status": STATUS_FAIL, "error": error}
+        except BaseException:  # interrupted: the trial is over, and so is the search
+            self.logger.fail(run_id, "interrupted")
             raise
         result = TrialResult(number, params, fit.val_rmse, fit.n_trees, fit.seconds, run_id)
         self.logger.finish(run_id, result)
@@ -134,21 +144,24 @@ class ProgressLogger:
 
     def finish(self, run_id: str | None, result: TrialResult) -> None:
         self.inner.finish(run_id, result)
-        self.done += 1
         self.best = min(self.best, result.rmse)
-        if self.bar is not None:
-            self.bar.set_postfix(rmse=f"{result.rmse:.4f}", best=f"{self.best:.4f}")
-            self.bar.update(1)
-            return
-        print(
-            f"hpo: trial {self.done}/{self.total} rmse {result.rmse:.4f} "
-            f"best {self.best:.4f} ({result.training_seconds:.1f} s)",
-            file=self.stream,
-            flush=True,
+        self._report(
+            f"rmse {result.rmse:.4f} best {self.best:.4f} ({result.training_seconds:.1f} s)",
+            rmse=f"{result.rmse:.4f}",
         )
 
-    def fail(self, run_id: str | None) -> None:
-        self.inner.fail(run_id)
+    def fail(self, run_id: str | None, error: str) -> None:
+        self.inner.fail(run_id, error)
+        self._report(f"failed: {error}", rmse="failed")
+
+    def _report(self, line: str, rmse: str) -> None:
+        """One more trial done: a line on `stream`, or a step of the progress bar."""
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_postfix(rmse=rmse, best=f"{self.best:.4f}")
+            self.bar.update(1)
+            return
+        print(f"hpo: trial {self.done}/{self.total} {line}", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -161,24 +174,39 @@ def tune(
     budget: Budget,
     logger: TrialLogger,
     search: Trials | None = None,
+    space: dict[str, Any] | None = None,
 ) -> list[TrialResult]:
-    """Run the TPE search (in process, or on Spark with SparkTrials as `search`); every
-    successful trial, numbered by hyperopt's trial id."""
+    """Run the TPE search over `space` (default SEARCH_SPACE), in process or on Spark with
+    SparkTrials as `search`; every successful trial, numbered by hyperopt's trial id (failed
+    ones are left out: none at all means every configuration failed)."""
     search = search if search is not None else Trials()
-    fmin(
-        Objective(train, val, budget, logger),
-        SEARCH_SPACE,
-        algo=tpe.suggest,
-        max_evals=budget.max_evals,
-        trials=search,
-        rstate=np.random.default_rng(budget.seed),
-        show_progressbar=False,
-    )
+    try:
+        fmin(
+            Objective(train, val, budget, logger),
+            space if space is not None else SEARCH_SPACE,
+            algo=tpe.suggest,
+            max_evals=budget.max_evals,
+            trials=search,
+            rstate=np.random.default_rng(budget.seed),
+            show_progressbar=False,
+        )
+    except AllTrialsFailed:  # hyperopt's last word when no trial succeeded: none returned
+        pass
     done = sorted(
         (t for t in search.trials if t["result"].get("status") == STATUS_OK),
         key=lambda t: t["tid"],
     )
     return [TrialResult(**{**t["result"]["trial"], "number": t["tid"]}) for t in done]
+
+
+def require_trials(results: list[TrialResult]) -> list[TrialResult]:
+    """The search's trials, refusing a search where every one failed (each failed trial's run
+    says why, in its tag `error`)."""
+    if not results:
+        raise PipelineError(
+            "every trial failed; see the FAILED trial runs under this run (tag error) for why"
+        )
+    return results
 
 
 def sample_rows(matrix: FeatureMatrix, rows: int, rng: np.random.Generator) -> FeatureMatrix:

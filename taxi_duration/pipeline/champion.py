@@ -5,9 +5,11 @@ in the champion's history."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from taxi_duration.core.contracts import (
@@ -18,24 +20,56 @@ from taxi_duration.core.contracts import (
     RMSE_METRIC,
     SCORING_COLUMNS,
     TARGET,
+    TEST_ROWS_DIGEST_TAG,
+    TEST_ROWS_TAG,
 )
 from taxi_duration.core.errors import PipelineError
 from taxi_duration.core.params import check_model_name
 from taxi_duration.model import features
+from taxi_duration.model.gate import paired_confidence, seen_month
 from taxi_duration.tracking import pyfunc, registry, runs
-from taxi_duration.tracking.history import ChampionMove, previous_champion
+from taxi_duration.tracking.history import ChampionMove, previous_champion, set_aside
 
 # How many times the champion may move under a register's feet before it gives up.
 SETTLE_ROUNDS = 10
 
 
 @dataclass(frozen=True)
+class Gate:
+    """What a candidate must show to replace the champion: a test RMSE lower by at least
+    `min_improvement` minutes (MLflow's validate_evaluation_results judges it), and, when
+    `min_confidence` > 0, that much confidence that its error is lower on the same rows."""
+
+    min_improvement: float = 0.0
+    min_confidence: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScoredRows:
+    """The rows the candidate was scored on: their digest, and for a comparison that needs them
+    the raw trips (scoring columns and actual minutes) and the candidate's predictions."""
+
+    digest: str
+    trips: pd.DataFrame | None = None
+    predictions: np.ndarray | None = None
+
+    @property
+    def count(self) -> int:
+        return 0 if self.trips is None else len(self.trips)
+
+
+@dataclass(frozen=True)
 class Incumbent:
-    """The current champion and its test RMSE on the candidate's test month."""
+    """The current champion, as the gate measured it against the candidate: its test RMSE on
+    the candidate's rows and how it was found (its recorded figure, or re-scored), the
+    confidence that the candidate does better (None: not measured), or why it could not be
+    compared at all (a month it learnt from)."""
 
     version: str
     test_rmse: float
-    how: str  # "tag" (same test month) or "rescored" (evaluated on this test month)
+    how: str
+    confidence: float | None = None
+    unfair: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,52 +86,102 @@ def decide_champion(
     candidate_rmse: float,
     incumbent: Incumbent | None,
     candidate_version: str | None = None,
-    min_improvement: float = 0.0,
+    gate: Gate = Gate(),
+    aside: ChampionMove | None = None,
 ) -> Decision:
     """Promote when there is no champion, or when the candidate's test RMSE is lower than the
-    champion's by at least `min_improvement` minutes (0: strictly lower), as MLflow's
-    validate_evaluation_results judges it.
+    champion's on the same rows by at least `gate.min_improvement` minutes (0: strictly lower),
+    as MLflow's validate_evaluation_results judges it, with at least `gate.min_confidence`.
 
-    `candidate_version` is set when the candidate is already registered (a rerun of register).
+    Never when the comparison is unfair (the test month is one the champion learnt from), and
+    never for a version a person took `champion` away from (`aside`: the promote that did it;
+    only another promote brings it back). `candidate_version` is set when the candidate is
+    already registered.
     """
     if incumbent is None:
         return Decision(True, "no champion yet")
     if candidate_version == incumbent.version:
         return Decision(True, f"v{incumbent.version} is already the champion")
-    shortfall = pyfunc.improvement_shortfall(candidate_rmse, incumbent.test_rmse, min_improvement)
-    compared = (
-        f"champion v{incumbent.version}'s {incumbent.test_rmse:.4f} ({incumbent.how})"
-        f"{f' by min_improvement {min_improvement:g}' if min_improvement > 0 else ''}"
-    )
-    if shortfall is None:
+    if aside is not None:
         return Decision(
-            True,
-            f"test RMSE {candidate_rmse:.4f} beats {compared}",
-            f"{RMSE_METRIC} passed",
+            False,
+            f"v{candidate_version} was taken off {CHAMPION} by {aside.by} with promote at "
+            f"{aside.at} ({aside.reason}); only promote makes it {CHAMPION} again: "
+            f"v{incumbent.version} stays",
         )
+    if incumbent.unfair is not None:
+        return Decision(
+            False,
+            f"not compared with {CHAMPION} v{incumbent.version} on this test month: "
+            f"{incumbent.unfair}; {CHAMPION} stays",
+        )
+    shortfall = pyfunc.improvement_shortfall(
+        candidate_rmse, incumbent.test_rmse, gate.min_improvement
+    )
+    compared = (
+        f"{CHAMPION} v{incumbent.version}'s {incumbent.test_rmse:.4f} ({incumbent.how})"
+        f"{f' by min_improvement {gate.min_improvement:g}' if gate.min_improvement > 0 else ''}"
+    )
+    if shortfall is not None:
+        return Decision(
+            False,
+            f"test RMSE {candidate_rmse:.4f} does not beat {compared}; {CHAMPION} stays",
+            shortfall,
+        )
+    sure = incumbent.confidence
+    if gate.min_confidence > 0 and (sure is None or sure < gate.min_confidence):
+        shown = "unmeasured" if sure is None else f"{sure:.1%}"
+        return Decision(
+            False,
+            f"test RMSE {candidate_rmse:.4f} beats {compared}, but with confidence {shown}, "
+            f"below min_confidence {gate.min_confidence:g}: a gain chance alone gives; "
+            f"{CHAMPION} stays",
+            f"{RMSE_METRIC} passed; paired test: confidence {shown} < {gate.min_confidence:g}",
+        )
+    confident = "" if sure is None else f" with confidence {sure:.1%}"
     return Decision(
-        False,
-        f"test RMSE {candidate_rmse:.4f} does not beat {compared}; champion stays",
-        shortfall,
+        True,
+        f"test RMSE {candidate_rmse:.4f} beats {compared}{confident}",
+        f"{RMSE_METRIC} passed" + ("" if sure is None else f"; paired test: confidence {sure:.1%}"),
     )
 
 
 def incumbent_score(
-    model_name: str, data_tags: dict[str, str], test_trips: pd.DataFrame
+    model_name: str, data_tags: Mapping[str, str], rows: ScoredRows, gate: Gate
 ) -> Incumbent | None:
-    """The champion's test RMSE on the same taxi and test month as the candidate, if any."""
+    """The champion measured against the candidate on the candidate's test rows, if any.
+
+    Its recorded test RMSE serves only when it was measured on rows with the same digest and no
+    confidence is asked for; otherwise it is re-scored on the candidate's rows (raw records:
+    each model reads the columns it needs). A test month the champion trained or validated on
+    is never used to compare.
+    """
     champion = registry.aliased_version(model_name, CHAMPION)
     if champion is None:
         return None
-    tags = champion.tags
-    same_data = all(tags.get(k) == data_tags.get(k) for k in ("taxi", "test_month"))
-    if same_data and "test_rmse" in tags:
-        tested_on = f"tested on {tags['test_month']}"
-        return Incumbent(str(champion.version), float(tags["test_rmse"]), tested_on)
-    loaded = pyfunc.load(f"models:/{model_name}/{champion.version}")
-    predictions = loaded.predict(test_trips[list(SCORING_COLUMNS)])
-    rmse = features.rmse(test_trips[TARGET].to_numpy(), predictions)
-    return Incumbent(str(champion.version), rmse, f"re-scored on {data_tags.get('test_month')}")
+    version, tags = str(champion.version), champion.tags
+    unfair = seen_month(tags, data_tags.get("taxi", ""), data_tags.get("test_month", ""))
+    if unfair is not None:
+        return Incumbent(version, math.nan, "not compared", unfair=unfair)
+    recorded = tags.get(TEST_ROWS_DIGEST_TAG) == rows.digest and "test_rmse" in tags
+    if recorded and gate.min_confidence == 0:
+        how = f"its recorded test RMSE on the same {tags.get(TEST_ROWS_TAG, '?')} rows"
+        return Incumbent(version, float(tags["test_rmse"]), how)
+    if rows.trips is None or rows.trips.empty:
+        raise PipelineError(
+            f"{CHAMPION} v{version} of {model_name!r} was tested on other rows and the test "
+            "trips to re-score it on are missing; rerun register from its train_best run"
+        )
+    loaded = pyfunc.load(f"models:/{model_name}/{version}")
+    predictions = np.asarray(loaded.predict(rows.trips[list(SCORING_COLUMNS)]), dtype="float64")
+    actual = rows.trips[TARGET].to_numpy()
+    confidence = (
+        None
+        if rows.predictions is None
+        else paired_confidence(actual, rows.predictions, predictions)
+    )
+    how = f"re-scored on the candidate's {rows.count:,} test rows of {data_tags.get('test_month')}"
+    return Incumbent(version, features.rmse(actual, predictions), how, confidence)
 
 
 @dataclass(frozen=True)
@@ -117,29 +201,36 @@ def settle_champion(
     model_name: str,
     number: str,
     test_rmse: float,
-    data_tags: dict[str, str],
-    test_trips: pd.DataFrame,
+    data_tags: Mapping[str, str],
+    rows: ScoredRows,
     mover: Mover,
-    min_improvement: float = 0.0,
+    gate: Gate = Gate(),
 ) -> tuple[Decision, Incumbent | None]:
     """Move `champion` to version `number` if it beats the champion, safely against other
     registers (and promotes) at the same moment.
 
-    The comparison can take seconds (re-scoring the champion on this test month), so it is made
+    The comparison can take seconds (re-scoring the champion on the test rows), so it is made
     first; the move itself is made under the champion lock (registry.champion_lock), and only
     if the champion is still the one compared with. If it moved meanwhile, the new champion is
     compared in turn. Moves are thus one after the other, each replacing the champion it beat,
     so whatever the interleaving the best version stands. The move is appended to the
-    champion's history.
+    champion's history; so is a decision to keep the champion against a version a person set
+    aside, the one register decision that answers a person's.
     """
     for _ in range(SETTLE_ROUNDS):
-        incumbent = incumbent_score(model_name, data_tags, test_trips)
-        decision = decide_champion(test_rmse, incumbent, number, min_improvement)
+        incumbent = incumbent_score(model_name, data_tags, rows, gate)
+        aside = set_aside(registry.champion_history(model_name), number)
+        decision = decide_champion(test_rmse, incumbent, number, gate, aside)
+        if incumbent is not None and aside is not None and incumbent.version != number:
+            registry.record_champion_hold(
+                model_name, incumbent.version, mover.by, REGISTER, mover.run_id, decision.reason
+            )
         if not decision.promote or (incumbent is not None and incumbent.version == number):
             return decision, incumbent
         compared = incumbent.version if incumbent else None
-        with registry.champion_lock(model_name, mover.holder):
+        with registry.champion_lock(model_name, mover.holder) as lock:
             if registry.alias_target(model_name, CHAMPION) == compared:
+                lock.check()
                 registry.move_champion(
                     model_name, number, compared, mover.by, REGISTER, mover.run_id, decision.reason
                 )
@@ -170,12 +261,12 @@ def publish(
     model_uri: str,
     run_id: str,
     test_rmse: float,
-    data_tags: dict[str, str],
-    version_tags: dict[str, str] | None = None,
+    data_tags: Mapping[str, str],
+    rows: ScoredRows,
+    version_tags: Mapping[str, str] | None = None,
     description: str = "",
-    test_trips: pd.DataFrame | None = None,
     mover: Mover | None = None,
-    min_improvement: float = 0.0,
+    gate: Gate = Gate(),
     outcome_description: Callable[[Decision, Incumbent | None], str] | None = None,
     model_description: str = "",
 ) -> Published:
@@ -184,14 +275,19 @@ def publish(
     model (`model_description`) if it has no description yet.
 
     Everything register does to the registry, in one call (the concurrency tests call it from
-    many processes at once).
+    many processes at once). The version carries its test RMSE and the digest and count of the
+    rows it was measured on, which a later register compares with.
     """
-    # settle_champion compares against the champion's test_rmse tag
-    tags = {**data_tags, "test_rmse": f"{test_rmse:.6f}", **(version_tags or {})}
+    tags = {
+        **data_tags,
+        "test_rmse": f"{test_rmse:.6f}",
+        TEST_ROWS_DIGEST_TAG: rows.digest,
+        **({TEST_ROWS_TAG: str(rows.count)} if rows.count else {}),
+        **(version_tags or {}),
+    }
     number, created = registry.get_or_create_version(
         model_name, model_uri, run_id, tags, description
     )
-    trips = test_trips if test_trips is not None else pd.DataFrame()
     try:
         registry.set_alias(model_name, CHALLENGER, number)
         decision, incumbent = settle_champion(
@@ -199,9 +295,9 @@ def publish(
             number,
             test_rmse,
             data_tags,
-            trips,
+            rows,
             mover or Mover(runs.user()),
-            min_improvement,
+            gate,
         )
         if outcome_description is not None:
             registry.describe_version(model_name, number, outcome_description(decision, incumbent))
@@ -260,7 +356,7 @@ def move_champion(model_name: str, version: str, reason: str, by: str, run_id: s
             "pass --model-name of a model that register created"
         )
     # Under the lock, the champion and its history cannot change between reading and moving.
-    with registry.champion_lock(model_name, f"{PROMOTE} by {by}"):
+    with registry.champion_lock(model_name, f"{PROMOTE} by {by}") as lock:
         current = registry.alias_target(model_name, CHAMPION)
         target = choose_version(version, current, registry.champion_history(model_name))
         if registry.live_version(model_name, target) is None:
@@ -272,4 +368,5 @@ def move_champion(model_name: str, version: str, reason: str, by: str, run_id: s
             raise PipelineError(
                 f"v{target} already is the champion of {model_name!r}; pass another version"
             )
+        lock.check()
         return registry.move_champion(model_name, target, current, by, PROMOTE, run_id, why)

@@ -29,6 +29,7 @@ from taxi_duration.core.contracts import (
 )
 from taxi_duration.core.params import (
     check_backend,
+    check_confidence,
     check_duration_bounds,
     check_encoding,
     check_features,
@@ -76,6 +77,7 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
     check_tolerance(params["rmse_tolerance"])
     check_model_name(params["model_name"])
     check_min_improvement(params["min_improvement"])
+    check_confidence(params["min_confidence"])
 
     def pick(*names: str) -> dict[str, Any]:
         return {name: params[name] for name in names}
@@ -96,7 +98,7 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
         FEATURIZE: pick("features", "encoding", "min_duration", "max_duration"),
         HPO: budget,
         TRAIN_BEST: pick("rmse_tolerance"),
-        REGISTER: pick("model_name", "min_improvement"),
+        REGISTER: pick("model_name", "min_improvement", "min_confidence"),
     }
     return [
         StepCall(step, own, UPSTREAM[step][0] if step in UPSTREAM else None)

@@ -4,6 +4,7 @@ register and promote runs'."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,14 @@ from taxi_duration.core.contracts import (
     RMSE_METRIC,
     SCORING_COLUMNS,
 )
-from taxi_duration.pipeline.champion import PREVIOUS, Decision, Incumbent, incumbent_version
+from taxi_duration.pipeline.champion import (
+    PREVIOUS,
+    Decision,
+    Gate,
+    Incumbent,
+    ScoredRows,
+    incumbent_version,
+)
 from taxi_duration.tracking.history import ChampionMove
 
 # What each of the model's input columns (contracts.SCORING_COLUMNS) holds.
@@ -124,25 +132,30 @@ def comparison(
     candidacy: Candidacy,
     number: str,
     incumbent: Incumbent | None,
-    min_improvement: float,
+    gate: Gate,
+    rows: ScoredRows,
     decision: Decision,
 ) -> dict[str, Any]:
-    """What the gate compared, for registration.json: the metric, the threshold, both RMSEs."""
+    """What the gate compared, for registration.json: the metric, the thresholds, the rows both
+    RMSEs were measured on, both RMSEs and the confidence."""
+    champion = None
+    if incumbent is not None:
+        champion = {
+            "version": incumbent.version,
+            "test_rmse": None if math.isnan(incumbent.test_rmse) else incumbent.test_rmse,
+            "how": incumbent.how,
+            "not_compared_because": incumbent.unfair,
+        }
     return {
         "metric": RMSE_METRIC,
         "test_month": candidacy.data_tags.get("test_month"),
         "taxi": candidacy.data_tags.get("taxi"),
-        "min_improvement": min_improvement,
+        "rows": {"count": rows.count, "digest": rows.digest},
+        "min_improvement": gate.min_improvement,
+        "min_confidence": gate.min_confidence,
+        "confidence": None if incumbent is None else incumbent.confidence,
         "candidate": {"version": number, "test_rmse": candidacy.test_rmse},
-        "champion": (
-            None
-            if incumbent is None
-            else {
-                "version": incumbent.version,
-                "test_rmse": incumbent.test_rmse,
-                "how": incumbent.how,
-            }
-        ),
+        "champion": champion,
         "validation": decision.validation,
     }
 
@@ -153,31 +166,47 @@ def run_description(
     candidacy: Candidacy,
     decision: Decision,
     incumbent: Incumbent | None,
-    min_improvement: float,
+    gate: Gate,
+    rows: ScoredRows,
 ) -> str:
-    """The register run's description: what was registered, compared, and decided."""
+    """The register run's description: what was registered, compared on which rows, and
+    decided."""
     month = candidacy.data_tags.get("test_month", "?")
-    rows = [f"| candidate | v{number} | {candidacy.test_rmse:.4f} |"]
-    if incumbent is not None and incumbent.version != number:
-        rows.append(
-            f"| {CHAMPION} | v{incumbent.version} | {incumbent.test_rmse:.4f} ({incumbent.how}) |"
+    table = [f"| candidate | v{number} | {candidacy.test_rmse:.4f} | its own test rows |"]
+    if incumbent is not None and incumbent.version != number and incumbent.unfair is None:
+        table.append(
+            f"| {CHAMPION} | v{incumbent.version} | {incumbent.test_rmse:.4f} | {incumbent.how} |"
         )
     rule = (
-        f"lower than the {CHAMPION}'s by at least **{min_improvement:g} minutes**"
-        if min_improvement > 0
+        f"lower than the {CHAMPION}'s by at least **{gate.min_improvement:g} minutes**"
+        if gate.min_improvement > 0
         else f"lower than the {CHAMPION}'s"
     )
-    table = "\n".join(rows)
+    sure = (
+        f", and a paired comparison of the two models' errors on those rows must be at least "
+        f"**{gate.min_confidence:.0%}** confident that it is lower"
+        if gate.min_confidence > 0
+        else ""
+    )
+    measured = (
+        ""
+        if incumbent is None or incumbent.confidence is None
+        else f" Confidence that the candidate's error is lower: **{incumbent.confidence:.1%}**."
+    )
+    lines = "\n".join(table)
     return f"""\
 Registered `{model_name}` **v{number}** from {candidacy.run_link}: \
 {outcome(decision, incumbent)}
 
-| | version | test RMSE on {month} |
-|---|---|---|
-{table}
+| | version | test RMSE on {month} | measured on |
+|---|---|---|---|
+{lines}
 
+Both are measured on the same {rows.count:,} test rows (digest `{rows.digest}`).{measured} \
 The candidate becomes {CHAMPION} when its test RMSE is {rule} \
-(`mlflow.validate_evaluation_results` on `{RMSE_METRIC}`, min_improvement={min_improvement:g}).
+(`mlflow.validate_evaluation_results` on `{RMSE_METRIC}`){sure}; a test month the {CHAMPION} \
+trained or validated on is never used to compare, and a version a person took {CHAMPION} away \
+from with `promote` never becomes {CHAMPION} again through register.
 
 Load the {CHAMPION} with `mlflow.pyfunc.load_model('models:/{model_name}@{CHAMPION}')`.
 """

@@ -139,16 +139,22 @@ def check_inputs(path: Path, fields: Mapping[str, Any], models: Sequence[ModelUs
 
 
 def training_filter(used: ModelUsed) -> tuple[float, float]:
-    """min_duration and max_duration of the featurize run the version was trained from."""
+    """min_duration and max_duration the version was trained with: from its own tags (register
+    puts them there, so a version copied to another registry is scored alike), else, for a
+    version registered before it did, from the featurize run it was trained from."""
     found = registry.live_version(used.name, used.version)
     assert found is not None  # resolved a moment ago
+    tags = found.tags
+    if "min_duration" in tags and "max_duration" in tags:
+        return float(tags["min_duration"]), float(tags["max_duration"])
     try:
         trained = runs.upstream_run(f"runs:/{found.run_id}", TRAIN_BEST)
         params = runs.lineage(trained)[FEATURIZE].data.params
     except PipelineError as exc:
         raise PipelineError(
-            f"{used.label} has no training lineage in this store, so its duration filter is "
-            f"unknown ({exc})"
+            f"{used.label} has neither min_duration/max_duration tags nor its training runs in "
+            f"this store, so its duration filter is unknown ({exc}); tag the version with "
+            "min_duration and max_duration"
         ) from None
     return float(unquote(params["min_duration"])), float(unquote(params["max_duration"]))
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from taxi_duration.core.contracts import CHAMPION_HISTORY_PREFIX
+from taxi_duration.core.contracts import CHAMPION_HISTORY_PREFIX, PROMOTE
 
 # A registered-model tag value may be long, but a history record is read in the UI's tag table.
 MAX_REASON_CHARS = 1000
@@ -82,4 +82,16 @@ def previous_champion(history: list[ChampionMove], current: str | None) -> str |
     for move in reversed(history):  # a history that only ever held `current`
         if move.previous not in ("none", current):
             return move.previous
+    return None
+
+
+def set_aside(history: list[ChampionMove], version: str) -> ChampionMove | None:
+    """The promote that took `champion` away from `version`, if that is the last word on it: a
+    person's decision (a rollback, with its reason) that no automation may undo, only another
+    promote. None when no promote took it away, or when it was made champion again since."""
+    for move in reversed(history):
+        if move.version == version and move.previous != version:
+            return None  # champion again since
+        if move.previous == version and move.version != version:
+            return move if move.step == PROMOTE else None
     return None

@@ -9,7 +9,8 @@
 - PreflightRequestHeaderProvider checks the tracking server once, before the first request of
   `mlflow run` (request-header plugins are the only hook MLflow calls that early).
 
-Both answer only inside the `mlflow run` command, so other code in the same environment keeps
+Both answer only inside `mlflow run` of this project (its MLproject, or a git URL of a repository
+named after it), so other code and other projects' `mlflow run` in the same environment keep
 MLflow's usual behaviour.
 """
 
@@ -19,12 +20,18 @@ import sys
 from pathlib import Path
 
 import mlflow
+import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
 from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
 
-from taxi_duration.core.contracts import EXPERIMENT_KIND_TAG, EXPERIMENT_NAME, MODEL_TRAINING_KIND
+from taxi_duration.core.contracts import (
+    EXPERIMENT_KIND_TAG,
+    EXPERIMENT_NAME,
+    MODEL_TRAINING_KIND,
+    PROJECT_NAME,
+)
 from taxi_duration.core.errors import EXIT_USER_ERROR, PipelineError
 from taxi_duration.tracking.server import check_can_write, check_tracking_server
 
@@ -34,6 +41,44 @@ def is_mlflow_run_command(argv: list[str]) -> bool:
     return len(argv) >= 2 and Path(argv[0]).name in ("mlflow", "__main__.py") and argv[1] == "run"
 
 
+def project_uri(argv: list[str]) -> str | None:
+    """The project `mlflow run` was given (a folder or a git URL), as MLflow's own command line
+    reads its arguments; None if there is none."""
+    from mlflow.cli import run as run_command  # the `mlflow run` command itself
+
+    try:
+        context = run_command.make_context("run", list(argv[2:]), resilient_parsing=True)
+    except Exception:  # an argument MLflow will refuse itself, in its own words
+        return None
+    uri = context.params.get("uri")
+    return None if uri is None else str(uri)
+
+
+def names_this_project(uri: str) -> bool:
+    """Whether the project at `uri` is this one: a folder whose MLproject is named PROJECT_NAME,
+    or a git URL whose repository (or `#subdirectory`) is. A git URL is judged by its name:
+    MLflow chooses the experiment before it clones the repository."""
+    folder = Path(uri).expanduser()
+    if folder.is_dir():
+        try:
+            spec = yaml.safe_load((folder / "MLproject").read_text())
+        except (OSError, yaml.YAMLError):
+            return False
+        return isinstance(spec, dict) and spec.get("name") == PROJECT_NAME
+    repository, _, subdirectory = uri.partition("#")
+    names = {repository.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")}
+    names.add(subdirectory.rstrip("/").rsplit("/", 1)[-1])
+    return PROJECT_NAME in names
+
+
+def runs_this_project(argv: list[str]) -> bool:
+    """True inside `mlflow run` of this project: the plugins act there and nowhere else."""
+    if not is_mlflow_run_command(argv):
+        return False
+    uri = project_uri(argv)
+    return uri is not None and names_this_project(uri)
+
+
 def _exit_on(error: PipelineError) -> None:
     print(f"mlflow run: error: {error}", file=sys.stderr, flush=True)
     sys.exit(EXIT_USER_ERROR)
@@ -41,7 +86,7 @@ def _exit_on(error: PipelineError) -> None:
 
 class PipelineExperimentProvider(DefaultExperimentProvider):
     def in_context(self) -> bool:
-        return is_mlflow_run_command(sys.argv)
+        return runs_this_project(sys.argv)
 
     def get_experiment_id(self) -> str:
         client = MlflowClient()
@@ -73,7 +118,7 @@ class PreflightRequestHeaderProvider(RequestHeaderProvider):
     checked = False
 
     def in_context(self) -> bool:
-        if not PreflightRequestHeaderProvider.checked and is_mlflow_run_command(sys.argv):
+        if not PreflightRequestHeaderProvider.checked and runs_this_project(sys.argv):
             PreflightRequestHeaderProvider.checked = True
             try:
                 check_tracking_server(mlflow.get_tracking_uri())

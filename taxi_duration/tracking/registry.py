@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
@@ -318,28 +319,65 @@ def record_champion_move(
     return move
 
 
+def record_champion_hold(
+    name: str, champion: str, by: str, step: str, run_id: str, reason: str
+) -> ChampionMove:
+    """Append to the champion's history a decision to keep `champion` where it is (a record
+    whose version and previous are both the champion): register refusing a version a person
+    took `champion` away from. The history then holds the person's rollback and the refusal."""
+    now = time.time_ns() // 1_000_000
+    kept = ChampionMove(champion, champion, history.utc_text(now), by, step, run_id, reason)
+    key = history.move_key(now, secrets.token_hex(4))
+    with one_line(name, f"record that alias {CHAMPION!r} stays at version {champion}"):
+        on_conflict_retry(
+            lambda: client().set_registered_model_tag(name, key, history.encode(kept))
+        )
+    return kept
+
+
+@dataclass(frozen=True)
+class HeldLock:
+    """The champion lock as its holder holds it: the lock model's name and the holder's token."""
+
+    lock: str
+    token: str
+
+    def check(self) -> None:
+        """Fail unless this process still holds the lock: a holder slower than the lease may
+        have had its lock broken, and must then not move `champion` (the next holder may be
+        moving it)."""
+        if _lock_owner(self.lock) != self.token:
+            raise PipelineError(
+                f"lost the lock {self.lock!r} (held longer than its lease of "
+                f"{LOCK_LEASE_SECONDS:.0f} s, so another writer broke it); {RETRY_HINT}"
+            )
+
+
 @contextmanager
-def champion_lock(name: str, holder: str) -> Iterator[None]:
+def champion_lock(name: str, holder: str) -> Iterator[HeldLock]:
     """Hold the lock on moving `champion` of model `name` (see the module docstring).
 
     Waits, with random pauses (LOCK_BACKOFF_DOUBLINGS), while another process holds it. A
-    lock left by a process that died (the same lock seen for LOCK_LEASE_SECONDS, by this
-    process's own clock, looking every LOCK_CHECK_SECONDS) is broken.
+    lock left by a process that died (held by the same owner for LOCK_LEASE_SECONDS, by this
+    process's own clock, looking every LOCK_CHECK_SECONDS) is broken. The lock carries its
+    holder's random token, and is deleted only by that holder, or by a waiter that saw that same
+    token for a whole lease: a slow holder's release never deletes the next holder's lock.
     """
     lock = f"{name}{LOCK_SUFFIX}"
+    token = secrets.token_hex(8)
     started = time.monotonic()
-    seen: dict[int, float] = {}  # creation time of a lock seen -> when it was first seen here
+    seen: dict[str, float] = {}  # owner token of a lock seen -> when it was first seen here
     attempt = 0
     next_check = started
     with one_line(name, f"take the lock {lock!r} on moving alias {CHAMPION!r}"):
-        while not _create_lock(lock, name, holder):
+        while not _create_lock(lock, name, holder, token):
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + LOCK_CHECK_SECONDS
-                held = _lock_created(lock)
-                if held is not None:
-                    first_seen = seen.setdefault(held, time.monotonic())
+                owner = _lock_owner(lock)
+                if owner is not None:
+                    first_seen = seen.setdefault(owner, time.monotonic())
                     if time.monotonic() - first_seen > LOCK_LEASE_SECONDS:
-                        _delete_lock(lock)  # its holder died: nobody held it for a whole lease
+                        _delete_lock(lock, owner)  # its holder died: one owner for a whole lease
             if time.monotonic() - started > LOCK_WAIT_SECONDS:
                 raise PipelineError(
                     f"waited {LOCK_WAIT_SECONDS:.0f} s for the lock {lock!r} on moving alias "
@@ -349,21 +387,27 @@ def champion_lock(name: str, holder: str) -> Iterator[None]:
             pause(min(attempt, LOCK_BACKOFF_DOUBLINGS))
             attempt += 1
     try:
-        yield
+        yield HeldLock(lock, token)
     finally:
         with one_line(name, f"release the lock {lock!r}"):
-            _delete_lock(lock)
+            _delete_lock(lock, token)
 
 
-def _create_lock(lock: str, name: str, holder: str) -> bool:
-    """Create the lock model; False if it exists (held by another process)."""
+# Tags that mark the lock model as the pipeline's own, not a model to use.
+LOCK_OWNER_TAG = "pipeline.lock_owner"
+LOCK_TAGS = {"pipeline.internal": "true", "pipeline.kind": "lock"}
+
+
+def _create_lock(lock: str, name: str, holder: str, token: str) -> bool:
+    """Create the lock model, owned by `token`; False if it exists (held by another process)."""
     try:
         client().create_registered_model(
             lock,
-            tags={"holder": holder},
+            tags={**LOCK_TAGS, "holder": holder, LOCK_OWNER_TAG: token},
             description=(
-                f"Lock held while {holder} moves alias `{CHAMPION}` of `{name}`; deleted right "
-                "after. A lock left here by a process that died is broken after "
+                f"**Internal to the pipeline: not a model.** A lock held while {holder} moves "
+                f"alias `{CHAMPION}` of `{name}`, deleted right after (it lives for a few "
+                f"requests). One left here by a process that died is broken after "
                 f"{LOCK_LEASE_SECONDS:.0f} s."
             ),
         )
@@ -377,13 +421,17 @@ def _create_lock(lock: str, name: str, holder: str) -> bool:
     return True
 
 
-def _lock_created(lock: str) -> int | None:
-    """The lock model's creation time (ms, the registry's clock), None if it is gone."""
+def _lock_owner(lock: str) -> str | None:
+    """The token of the lock's holder ("" for a lock without one), None if there is no lock."""
     found = find_model(lock)
-    return None if found is None else int(found.creation_timestamp)
+    return None if found is None else str(found.tags.get(LOCK_OWNER_TAG, ""))
 
 
-def _delete_lock(lock: str) -> None:
+def _delete_lock(lock: str, owner: str) -> None:
+    """Delete the lock if `owner` holds it. MLflow has no conditional delete, so the owner is
+    looked up first: a lock another process took meanwhile is left alone."""
+    if _lock_owner(lock) != owner:
+        return
     try:
         client().delete_registered_model(lock)
     except MlflowException as exc:

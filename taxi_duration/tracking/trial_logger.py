@@ -33,9 +33,9 @@ class MlflowTrialLogger:
         }
         finish_trial(run_id, metrics, {"trial": result.number})
 
-    def fail(self, run_id: str | None) -> None:
+    def fail(self, run_id: str | None, error: str) -> None:
         if run_id is not None:
-            fail_trial(run_id)
+            fail_trial(run_id, error)
 
     def renumber(self, results: list[TrialResult]) -> None:
         """Name trials by hyperopt's trial id: Spark executors cannot share a counter."""

@@ -54,8 +54,9 @@ def finish_trial(run_id: str, metrics: Mapping[str, float], tags: Mapping[str, A
     client().set_terminated(run_id, "FINISHED")
 
 
-def fail_trial(run_id: str) -> None:
-    """End a trial whose training raised as FAILED."""
+def fail_trial(run_id: str, error: str) -> None:
+    """End a trial whose training raised as FAILED, with what it raised (tag `error`)."""
+    client().set_tag(run_id, "error", error)
     client().set_terminated(run_id, "FAILED")
 
 

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from taxi_duration.core.contracts import (
+    CHAMPION_AFTER_TAG,
     EXPERIMENT_NAME,
     INPUT_DIGEST_TAG,
     MODEL_NAME,
@@ -27,6 +28,7 @@ from taxi_duration.core.contracts import (
     STEP_TAG,
     STEPS,
 )
+from taxi_duration.tracking import history
 from tests.conftest import (
     DATA_DIR,
     FAST_HPO,
@@ -191,6 +193,48 @@ def test_a_new_champion_since_makes_register_run_again(session, first):
     session.client.set_registered_model_alias(MODEL_NAME, "champion", other.version)
     _, children = session.main()
     assert launched(children) == ["register"]
+
+
+def promote(session: Session, version: str, reason: str) -> None:
+    done = mlflow_run(
+        "-e",
+        "promote",
+        "--experiment-name",
+        EXPERIMENT_NAME,
+        cwd=session.root,
+        params={"version": version, "reason": reason},
+        project=session.project,
+        MLFLOW_TRACKING_URI=session.uri,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_rollback_holds_when_main_runs_again(session, first):
+    """A person rolls `champion` back with promote; the next main (cron's, next month) reruns
+    register, which must leave the person's choice, and say why, instead of moving `champion`
+    back to the version the person took it away from."""
+    main, _ = session.main()
+    registered = main.data.tags["step.register.run_id"]
+    version = session.client.get_run(registered).data.tags["model_version"]
+    champion = session.client.get_model_version_by_alias(MODEL_NAME, "champion").version
+    if str(champion) != version:
+        promote(session, version, "the version main registered, champion again")
+    promote(session, "previous", f"v{version} overestimates airport trips")
+    kept = str(session.client.get_model_version_by_alias(MODEL_NAME, "champion").version)
+    assert kept != version
+
+    main, children = session.main()
+    assert launched(children) == ["register"]  # the champion moved since: register reruns
+    assert str(session.client.get_model_version_by_alias(MODEL_NAME, "champion").version) == kept
+    register = children[0]
+    assert register.data.tags[CHAMPION_AFTER_TAG] == kept
+    note = register.data.tags["mlflow.note.content"]
+    assert f"v{version} was taken off champion by" in note and "with promote" in note
+    last = history.moves(session.client.get_registered_model(MODEL_NAME).tags)[-1]
+    assert (last.version, last.previous, last.step) == (kept, kept, "register")
+
+    _, children = session.main()  # nothing moved since the refusal: all reused
+    assert children == []
 
 
 def test_a_killed_step_leaves_nothing_running_and_the_rerun_resumes_from_it(session, first):

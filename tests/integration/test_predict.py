@@ -32,7 +32,7 @@ from taxi_duration.core.params import parse_model_uri
 from taxi_duration.data.tlc import read_trips
 from taxi_duration.model.monitoring import MODEL
 from taxi_duration.pipeline.scoring import resolve
-from tests.conftest import DATA_DIR, error_lines, mlflow_run, run_step
+from tests.conftest import DATA_DIR, TrainedStore, error_lines, mlflow_run, run_step
 from tests.integration.servers import S3
 from tests.integration.tlc_server import TLCServer
 
@@ -354,3 +354,32 @@ def test_predict_uploads_to_s3_after_scoring_and_refuses_a_missing_bucket(predic
         "--months", "2021-03", "--source", str(DATA_DIR), "--output", "s3://missing/x", **env
     )
     assert_refused(result, "S3 refused s3://missing/x", "check that the bucket exists")
+
+
+def test_a_version_copied_to_another_registry_is_scored_from_its_own_tags(trained_store, tmp_path):
+    """What scoring needs (the feature set, the duration filter) is on the version itself: the
+    champion copied into a store that has none of its training runs is still monitored."""
+    mlflow.set_tracking_uri(trained_store.uri)
+    original = trained_store.client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    model_dir = mlflow.artifacts.download_artifacts(
+        f"models:/{MODEL_NAME}/{original.version}", dst_path=str(tmp_path / "model")
+    )
+    other = TrainedStore(tmp_path / "other", trained_store.result)
+    other.root.mkdir()
+    client = other.client
+    client.create_registered_model("copied")
+    kept = {k: original.tags[k] for k in ("min_duration", "max_duration", "features")}
+    client.create_model_version("copied", model_dir, "", tags=kept)
+    client.create_model_version("copied", model_dir, "")  # no tags: nothing says its filter
+    copied = Predict(other)
+
+    run, _ = copied.ok(
+        "--months", "2021-03", "--source", str(DATA_DIR), "--model-uri", "models:/copied/1"
+    )
+    rmse_original = float(original.tags["test_rmse"])
+    assert run.data.metrics["rmse"] == pytest.approx(rmse_original, rel=1e-6)
+
+    refused = copied.run(
+        "--months", "2021-03", "--source", str(DATA_DIR), "--model-uri", "models:/copied/2"
+    )
+    assert_refused(refused, "copied v2 has neither min_duration/max_duration tags")

@@ -1,6 +1,7 @@
-"""A local stand-in for TLC's trip-data URL: serves real sample files on 127.0.0.1, plus the
-failures the real one produces (404/403 for unpublished months) or a network can (a body cut
-short, an HTML page instead of parquet)."""
+"""A local stand-in for TLC's trip-data URL: serves real sample files on 127.0.0.1 (with an ETag
+that changes when a file is replaced, as a republished month's does), plus the failures the
+real one produces (404/403 for unpublished months) or a network can (a body cut short, an HTML
+page instead of parquet)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+
+def etag(path: Path) -> str:
+    """The file's ETag, as a CDN gives it on HEAD and GET: new bytes, a new tag."""
+    stat = path.stat()
+    return f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
 
 
 class TLCServer:
@@ -32,10 +39,9 @@ class TLCServer:
                     self.send_response(int(fault if fault in ("403", "404") else 404))
                     self.end_headers()
                     return
-                stat = path.stat()
                 self.send_response(200)
-                self.send_header("Content-Length", str(stat.st_size))
-                self.send_header("ETag", f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"')
+                self.send_header("Content-Length", str(path.stat().st_size))
+                self.send_header("ETag", etag(path))
                 self.end_headers()
 
             def do_GET(self) -> None:
@@ -61,10 +67,12 @@ class TLCServer:
                     return
                 if fault == "truncated":  # a half file, served honestly as such
                     body = body[: len(body) // 2]
-                self._send(body, "application/octet-stream", len(body))
+                self._send(body, "application/octet-stream", len(body), etag(path))
 
-            def _send(self, body: bytes, kind: str, length: int) -> None:
+            def _send(self, body: bytes, kind: str, length: int, tag: str | None = None) -> None:
                 self.send_response(200)
+                if tag is not None:
+                    self.send_header("ETag", tag)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(length))
                 self.end_headers()

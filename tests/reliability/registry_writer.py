@@ -56,6 +56,7 @@ def write(folder: Path, number: int, round_: dict[str, Any], writer: str, start:
                 mine["run_id"],
                 float(mine["rmse"]),
                 round_["data_tags"],
+                champion.ScoredRows(round_["rows_digest"]),
             )
             outcome |= asdict(published) | {"moved": published.moved}
     except BaseException as exc:

@@ -32,6 +32,7 @@ import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -47,7 +48,9 @@ from taxi_duration.core.contracts import (
     CHAMPION,
     CHAMPION_SINCE_TAG,
     CHAMPION_UNTIL_TAG,
+    TEST_ROWS_DIGEST_TAG,
 )
+from taxi_duration.core.errors import PipelineError
 from taxi_duration.tracking import history, registry
 from tests.conftest import subprocess_env
 from tests.integration.servers import PROXIED, S3, MlflowServer, Postgres
@@ -65,6 +68,8 @@ DATA_TAGS = {
     "val_month": "2021-02",
     "test_month": "2021-03",
 }
+# The rows every writer's RMSE was measured on: the same, so the gate compares the recorded RMSEs.
+ROWS_DIGEST = "same-test-rows"
 # How far ahead of "now" a round's start is set: long enough for every writer to see it.
 LEAD_SECONDS = 0.5
 EXCEPTION_LINE = re.compile(r"^[\w.]+(Error|Exception): ")
@@ -139,13 +144,14 @@ def register_rounds(client: MlflowClient, prefix: str) -> list[dict]:
         if number % 2:
             client.create_registered_model(model)
             for run_id, rmse in zip(run_ids, rmses, strict=True):
-                tags = {**DATA_TAGS, "test_rmse": f"{rmse:.6f}"}
+                tags = {**DATA_TAGS, "test_rmse": f"{rmse:.6f}", TEST_ROWS_DIGEST_TAG: ROWS_DIGEST}
                 client.create_model_version(model, f"runs:/{run_id}/model", run_id, tags=tags)
         rounds.append(
             {
                 "action": "register",
                 "model": model,
                 "data_tags": DATA_TAGS,
+                "rows_digest": ROWS_DIGEST,
                 "writers": {
                     str(w): {
                         "run_id": run_ids[w // WRITERS_PER_RUN],
@@ -369,3 +375,41 @@ def test_a_lock_left_by_a_dead_process_is_broken_after_its_lease(tmp_path, monke
         assert client.get_registered_model(lock).tags["holder"] == "the next register"
     assert registry.LOCK_LEASE_SECONDS < waited < registry.LOCK_WAIT_SECONDS
     assert registry.find_model(lock) is None  # released
+
+
+def test_a_slow_holder_whose_lock_was_broken_neither_moves_nor_releases_the_next_lock(
+    tmp_path, monkeypatch
+):
+    """Holder A outlives its lease; B breaks A's lock and takes its own. A must not move the
+    champion any more (its lock is gone), and its release must leave B's lock alone: the lock
+    carries its holder's token, and only that token deletes it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(registry, "LOCK_LEASE_SECONDS", 1.0)
+    monkeypatch.setattr(registry, "LOCK_CHECK_SECONDS", 0.2)
+    monkeypatch.setattr(registry, "LOCK_WAIT_SECONDS", 20.0)
+    client = MlflowClient(uri)
+    lock = f"taxi{registry.LOCK_SUFFIX}"
+    b_holds, a_released, b_saw = threading.Event(), threading.Event(), {}
+
+    def holder_b() -> None:
+        with registry.champion_lock("taxi", "register B") as held:
+            b_holds.set()
+            a_released.wait(30)
+            found = client.get_registered_model(lock)
+            b_saw["owner"] = found.tags.get(registry.LOCK_OWNER_TAG) == held.token
+            held.check()  # still B's
+
+    with registry.champion_lock("taxi", "register A") as held_by_a:
+        found = client.get_registered_model(lock)
+        assert found.tags["pipeline.internal"] == "true"  # users see it for what it is
+        assert found.description.startswith("**Internal to the pipeline: not a model.**")
+        b = threading.Thread(target=holder_b)
+        b.start()
+        assert b_holds.wait(30), "B never took the lock after A's lease"
+        with pytest.raises(PipelineError, match="lost the lock .* another writer broke it"):
+            held_by_a.check()
+    a_released.set()  # A's release ran above: B's lock must still be there
+    b.join(30)
+    assert b_saw == {"owner": True}
+    assert registry.find_model(lock) is None  # B released its own

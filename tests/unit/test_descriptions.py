@@ -228,37 +228,60 @@ def test_version_description_names_run_data_rmses_and_outcome():
     assert became.endswith("- **became champion**: no champion yet\n")
 
 
-def test_register_run_description_tabulates_both_rmses_and_the_rule():
-    incumbent = champion.Incumbent("2", 6.1, "re-scored on 2021-03")
+ROWS = champion.ScoredRows("d1g3st", pd.DataFrame({"duration": [1.0] * 2885}))
+
+
+def test_register_run_description_tabulates_both_rmses_the_rows_and_the_rule():
+    incumbent = champion.Incumbent("2", 6.1, "re-scored on the candidate's rows", 0.42)
     decision = champion.Decision(False, "test RMSE 6.2871 does not beat ...", "failed")
+    gate = champion.Gate(0.5, 0.95)
     text = registry_notes.run_description(
-        "nyc-taxi-duration", "3", CANDIDACY, decision, incumbent, 0.5
+        "nyc-taxi-duration", "3", CANDIDACY, decision, incumbent, gate, ROWS
     )
     assert text.startswith("Registered `nyc-taxi-duration` **v3** from [train_best run `r7`]")
     assert table_rows(text)[1:] == [
-        ["candidate", "v3", "6.2871"],
-        ["champion", "v2", "6.1000 (re-scored on 2021-03)"],
+        ["candidate", "v3", "6.2871", "its own test rows"],
+        ["champion", "v2", "6.1000", "re-scored on the candidate's rows"],
     ]
+    assert "Both are measured on the same 2,885 test rows (digest `d1g3st`)" in text
+    assert "Confidence that the candidate's error is lower: **42.0%**" in text
     assert "lower than the champion's by at least **0.5 minutes**" in text
-    assert "min_improvement=0.5" in text
+    assert "at least **95%** confident" in text
     first = registry_notes.run_description(
-        "nyc-taxi-duration", "1", CANDIDACY, champion.Decision(True, "no champion yet"), None, 0
+        "nyc-taxi-duration",
+        "1",
+        CANDIDACY,
+        champion.Decision(True, "no champion yet"),
+        None,
+        champion.Gate(),
+        ROWS,
     )
-    assert table_rows(first)[1:] == [["candidate", "v1", "6.2871"]]
+    assert table_rows(first)[1:] == [["candidate", "v1", "6.2871", "its own test rows"]]
     assert "when its test RMSE is lower than the champion's (" in first
+    assert "confident" not in first
 
 
-def test_registration_comparison_records_threshold_and_both_rmses():
-    incumbent = champion.Incumbent("2", 6.1, "tested on 2021-03")
+def test_registration_comparison_records_thresholds_rows_confidence_and_both_rmses():
+    incumbent = champion.Incumbent("2", 6.1, "its recorded test RMSE on the same 2885 rows")
     decision = champion.Decision(False, "...", "Metric root_mean_squared_error ... failed")
-    record = registry_notes.comparison(CANDIDACY, "3", incumbent, 0.5, decision)
+    record = registry_notes.comparison(
+        CANDIDACY, "3", incumbent, champion.Gate(0.5, 0.0), ROWS, decision
+    )
     assert record == {
         "metric": "root_mean_squared_error",
         "test_month": "2021-03",
         "taxi": "green",
+        "rows": {"count": 2885, "digest": "d1g3st"},
         "min_improvement": 0.5,
+        "min_confidence": 0.0,
+        "confidence": None,
         "candidate": {"version": "3", "test_rmse": 6.2871},
-        "champion": {"version": "2", "test_rmse": 6.1, "how": "tested on 2021-03"},
+        "champion": {
+            "version": "2",
+            "test_rmse": 6.1,
+            "how": "its recorded test RMSE on the same 2885 rows",
+            "not_compared_because": None,
+        },
         "validation": "Metric root_mean_squared_error ... failed",
     }
 

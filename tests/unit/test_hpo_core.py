@@ -5,15 +5,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
+from hyperopt import hp
+from hyperopt.pyll import scope
 
 from taxi_duration.core.contracts import DISTANCE, DO, PU
 from taxi_duration.core.errors import PipelineError
 from taxi_duration.model import boosting
 from taxi_duration.model.features import CategoricalPreprocessor, FeatureMatrix, OneHotPreprocessor
 from taxi_duration.model.search import (
+    SEARCH_SPACE,
     Budget,
     ProgressLogger,
     TrialResult,
+    require_trials,
     results_digest,
     search_sample,
     spark_trials,
@@ -29,6 +33,7 @@ class ListLogger:
         self.started: list[int] = []
         self.finished: list[TrialResult] = []
         self.failed: list[str | None] = []
+        self.errors: list[str] = []
 
     def start(self, number, params):
         self.started.append(number)
@@ -37,8 +42,9 @@ class ListLogger:
     def finish(self, run_id, result):
         self.finished.append(result)
 
-    def fail(self, run_id):
+    def fail(self, run_id, error):
         self.failed.append(run_id)
+        self.errors.append(error)
 
 
 def synthetic(n: int, seed: int) -> FeatureMatrix:
@@ -177,3 +183,39 @@ def test_early_stopping_on_the_plain_validation_matrix_picks_what_a_quantised_on
     quantised_fit = boosting.fit(params, dtrain, quantised, 200, 5, seed=3)
     assert plain_fit.n_trees == quantised_fit.n_trees < 200
     assert plain_fit.val_rmse == pytest.approx(quantised_fit.val_rmse, rel=1e-9)
+
+
+# A space where some configurations are ones XGBoost refuses (a negative max_depth): a real
+# failure of a trial's fit, as a bad configuration or a fit that runs out of memory gives.
+SOMETIMES_INVALID = {
+    **SEARCH_SPACE,
+    "max_depth": scope.int(hp.choice("max_depth", [4, -1])),
+}
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on():
+    logger = ListLogger()
+    budget = Budget(max_evals=8, seed=3, num_boost_round=20, early_stopping_rounds=5)
+    results = tune(synthetic(400, 0), synthetic(200, 1), budget, logger, space=SOMETIMES_INVALID)
+    assert 0 < len(results) < 8 and len(logger.failed) == 8 - len(results)
+    assert all(r.params["max_depth"] == 4 for r in results)
+    assert all("max_depth should be greater equal to 0" in e for e in logger.errors)
+    assert logger.started == list(range(8))
+
+
+def test_every_trial_failing_leaves_no_result_and_says_so():
+    never = {**SEARCH_SPACE, "max_depth": scope.int(hp.choice("max_depth", [-1]))}
+    logger = ListLogger()
+    assert tune(synthetic(300, 0), synthetic(100, 1), BUDGET, logger, space=never) == []
+    assert len(logger.failed) == BUDGET.max_evals
+    with pytest.raises(PipelineError, match="every trial failed"):
+        require_trials([])
+
+
+def test_progress_says_which_trial_failed():
+    stream = io.StringIO()
+    progress = ProgressLogger(ListLogger(), total=2, stream=stream)
+    progress.fail(progress.start(0, {}), "XGBoostError: value -1 for Parameter max_depth")
+    assert stream.getvalue() == (
+        "hpo: trial 1/2 failed: XGBoostError: value -1 for Parameter max_depth\n"
+    )

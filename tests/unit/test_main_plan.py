@@ -31,6 +31,7 @@ DEFAULTS = {
     "rmse_tolerance": 0.0,
     "model_name": "nyc-taxi-duration",
     "min_improvement": 0.0,
+    "min_confidence": 0.99,
 }
 
 
@@ -86,8 +87,12 @@ def test_plan_refuses_bad_parameters_before_any_step(override, message):
 
 
 def test_plan_passes_min_improvement_to_register():
-    register = plan(DEFAULTS | {"min_improvement": 0.25})[-1]
-    assert register.params == {"model_name": "nyc-taxi-duration", "min_improvement": 0.25}
+    register = plan(DEFAULTS | {"min_improvement": 0.25, "min_confidence": 0.5})[-1]
+    assert register.params == {
+        "model_name": "nyc-taxi-duration",
+        "min_improvement": 0.25,
+        "min_confidence": 0.5,
+    }
 
 
 def test_plan_accepts_a_training_window_before_the_validation_month():

@@ -8,9 +8,13 @@ import pytest
 import tomllib
 import yaml
 
-from taxi_duration.core.contracts import MAIN, STANDALONE, STEPS
+from taxi_duration.core.contracts import MAIN, PROJECT_NAME, STANDALONE, STEPS
 from taxi_duration.core.reuse import mlproject_types
-from taxi_duration.tracking.plugins import is_mlflow_run_command
+from taxi_duration.tracking.plugins import (
+    is_mlflow_run_command,
+    names_this_project,
+    runs_this_project,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())
@@ -76,3 +80,22 @@ def test_experiment_provider_answers_only_inside_mlflow_run():
     assert not is_mlflow_run_command(["/venv/bin/mlflow", "ui"])
     assert not is_mlflow_run_command(["python", "-m", "steps.ingest"])
     assert not is_mlflow_run_command(["pytest"])
+
+
+def test_the_mlproject_is_named_as_the_plugins_know_it():
+    assert MLPROJECT["name"] == PROJECT_NAME
+
+
+def test_the_plugins_act_for_this_project_only(tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "MLproject").write_text("name: other-team\nentry_points: {}\n")
+    assert runs_this_project(["/venv/bin/mlflow", "run", str(ROOT), "-e", "main"])
+    assert runs_this_project(["/venv/bin/mlflow", "run", "-e", "main", str(ROOT), "-P", "a=1"])
+    assert not runs_this_project(["/venv/bin/mlflow", "run", str(other), "-e", "main"])
+    assert not runs_this_project(["/venv/bin/mlflow", "run", str(tmp_path / "none")])
+    assert not runs_this_project(["/venv/bin/mlflow", "ui"])
+    assert names_this_project("https://github.com/org/nyc-taxi-duration.git")
+    assert names_this_project("git://127.0.0.1:9418/nyc-taxi-duration")
+    assert names_this_project("https://github.com/org/mono#projects/nyc-taxi-duration")
+    assert not names_this_project("https://github.com/org/other-team.git")

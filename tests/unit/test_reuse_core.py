@@ -8,6 +8,8 @@ from taxi_duration.core.reuse import (
     digest_files,
     digest_values,
     imported_modules,
+    installed_version,
+    library_versions,
     mlproject_types,
     module_closure,
     params_equal,
@@ -139,3 +141,21 @@ def test_digest_files_follows_names_and_bytes(tmp_path):
 def test_digest_values_ignores_key_order():
     assert digest_values({"a": 1, "b": 2.5}) == digest_values({"b": 2.5, "a": 1})
     assert digest_values({"a": 1}) != digest_values({"a": 2})
+
+
+def test_an_upgrade_of_a_library_a_step_imports_changes_its_fingerprint_only():
+    """Steps are not reused across an upgrade of a library their results depend on: a new
+    xgboost reruns the steps that train, not ingest."""
+    upgraded = {"xgboost": "9.9.9"}
+
+    def versions(name: str) -> str:
+        return upgraded.get(name, installed_version(name))
+
+    def changed(step: str) -> bool:
+        return code_fingerprint(ROOT, step) != code_fingerprint(ROOT, step, versions)
+
+    assert changed("hpo") and changed("train_best")
+    assert not changed("ingest")
+    pinned = f"xgboost=={installed_version('xgboost')}"
+    assert pinned in library_versions(module_closure(ROOT, "steps.hpo"))
+    assert not [v for v in library_versions(module_closure(ROOT, "steps.ingest")) if "xgboost" in v]
