@@ -66,7 +66,7 @@ def test_main_has_five_nested_step_runs_and_trials_under_hpo(pipeline):
     assert all(r.info.status == "FINISHED" for r in runs)
     assert {r.info.run_name for r in children} == set(STEPS)
     trials_name = f"{FAST_HPO['max_evals']} trials"
-    assert main.info.run_name == f"green 2021-01/2021-02/2021-03 categorical {trials_name}"
+    assert main.info.run_name == f"green 2021-01/2021-02/2021-03 time categorical {trials_name}"
     assert main.info.run_name == run_name(main.data.params)
     hpo = next(r for r in children if r.data.tags[STEP_TAG] == "hpo")
     trials = [r for r in runs if r.data.tags.get(PARENT_RUN_TAG) == hpo.info.run_id]

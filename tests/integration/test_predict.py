@@ -23,7 +23,6 @@ from taxi_duration.core.contracts import (
     MODEL_NAME,
     PREDICTION,
     RMSE_BY_MONTH_PLOT,
-    SCORING_COLUMNS,
     STEP_TAG,
     TARGET,
 )
@@ -143,7 +142,7 @@ def test_predict_scores_each_month_and_monitors_the_champion(predict):
     ]
     mlflow.set_tracking_uri(predict.store.uri)
     expected = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}").predict(
-        raw[list(SCORING_COLUMNS)]
+        raw  # the file's own rows: lpep_pickup_datetime and the rest, as a user hands them
     )
     np.testing.assert_array_equal(out[PREDICTION].to_numpy(), expected.astype("float64"))
     trips = read_trips(DATA_DIR / "green_tripdata_2023-02.parquet")
