@@ -20,20 +20,15 @@ from typing import Any
 import click
 
 from taxi_duration.core.contracts import (
-    DEFAULT_CACHE_DIR,
-    DEFAULT_FEATURES,
-    DEFAULT_HPO_SAMPLE_ROWS,
-    DEFAULT_MIN_CONFIDENCE,
     DEFAULT_MONTHS,
     MAIN,
     MODEL_NAME,
     PROJECT_DIR,
     SUMMARY_FILE,
-    TLC_URL,
 )
 from taxi_duration.core.processes import pipeline_process_alive
 from taxi_duration.core.reuse import parse_force
-from taxi_duration.pipeline.cli import exits_cleanly
+from taxi_duration.pipeline.cli import exits_cleanly, training_options
 from taxi_duration.pipeline.orchestration import (
     find_reusable,
     is_generated_name,
@@ -49,7 +44,6 @@ from taxi_duration.tracking.server import redact
 
 
 @click.command(help=__doc__)
-@click.option("--taxi", default="green", show_default=True)
 @click.option(
     "--train-month",
     default=DEFAULT_MONTHS["train"],
@@ -58,24 +52,8 @@ from taxi_duration.tracking.server import redact
 )
 @click.option("--val-month", default=DEFAULT_MONTHS["val"], show_default=True)
 @click.option("--test-month", default=DEFAULT_MONTHS["test"], show_default=True)
-@click.option("--source", default=TLC_URL, show_default=True)
-@click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True)
-@click.option("--features", default=DEFAULT_FEATURES, show_default=True, help="time or course.")
-@click.option("--encoding", default="categorical", show_default=True)
-@click.option("--min-duration", type=float, default=1.0, show_default=True)
-@click.option("--max-duration", type=float, default=60.0, show_default=True)
-@click.option("--max-evals", type=int, default=50, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--num-boost-round", type=int, default=1000, show_default=True)
-@click.option("--early-stopping-rounds", type=int, default=50, show_default=True)
-@click.option("--backend", default="local", show_default=True)
-@click.option("--parallelism", type=int, default=2, show_default=True)
-@click.option("--spark-master", default="local[*]", show_default=True)
-@click.option("--hpo-sample-rows", type=int, default=DEFAULT_HPO_SAMPLE_ROWS, show_default=True)
-@click.option("--rmse-tolerance", type=float, default=0.0, show_default=True)
+@training_options
 @click.option("--model-name", default=MODEL_NAME, show_default=True)
-@click.option("--min-improvement", type=float, default=0.0, show_default=True)
-@click.option("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE, show_default=True)
 @click.option(
     "--force",
     default="false",

@@ -1,4 +1,4 @@
-"""predict: score TLC months with a registered model, and monitor its error month by month.
+"""predict: score TLC months with a registered model; monitor its error and drift month by month.
 
 Parameters: model_uri (models:/<name>@<alias> or models:/<name>/<version>, default the
 champion), compare_to (optional: a second model URI, scored on the same rows), taxi
@@ -6,19 +6,26 @@ champion), compare_to (optional: a second model URI, scored on the same rows), t
 cache_dir (TLC's URL base or a local folder, and the download cache, as for ingest), engine
 (pandas: in this process; spark: mlflow.pyfunc.spark_udf on a DataFrame read by Spark),
 spark_master (engine=spark), output (a folder or an s3:// prefix for the predictions; empty:
-the run's artifacts).
+the run's artifacts), drift_psi (0.25) and tolerance (0.1): a month is `degraded` when its RMSE
+is more than `tolerance` above the model's own test RMSE, `drift` when an input (distance,
+pickup and dropoff zone, and for a time model pickup hour and weekday) or the predictions moved
+by a PSI of drift_psi or more from the model's reference profile, else `ok`.
 Aliases are resolved once, at the start; tags model_name, model_version, model_uri (and
-compare_model_name, compare_model_version, compare_model_uri) name the versions scored.
+compare_model_name, compare_model_version, compare_model_uri) name the versions scored; tag
+status lists each month's.
 Artifacts: predictions/<taxi>_<month>.parquet (unless output is set): pickup time, zones,
 distance, duration (actual minutes, missing without both timestamps), predicted_duration (and
 compare_predicted_duration); monitoring/metrics_by_month.{json,csv}; monitoring/rmse_by_month.png
-(RMSE and bias by month, a line per model).
+(RMSE and bias by month, a line per model); monitoring/drift_by_month.{json,csv,png} (status,
+PSI of each input and of the predictions, unknown zone and missing distance shares).
 Metrics per month, logged with step = the month as YYYYMM (202104 for 2021-04): rows,
 rows_scored (rows whose actual duration lies in the model's training filter, the
-min_duration..max_duration of the featurize run it was trained from), rmse, mae and bias (mean
-predicted minus actual minutes) on those (compare_rmse, compare_mae, compare_bias for
-compare_to). Inputs: each month as a dataset (context inference),
-logged by reference: its URL or path, the digest of the file and its columns.
+min_duration..max_duration it was trained with), rmse, mae and bias (mean predicted minus actual
+minutes) on those (compare_rmse, compare_mae, compare_bias for compare_to), status_code (0 ok,
+1 drift, 2 degraded, -1 unknown), psi_<input>, unknown_zone_share, missing_distance_share.
+Inputs: each month as a dataset (context inference), logged by reference: its URL or path, the
+digest of the file and its columns. A model registered before models carried a reference
+profile is scored as well, its drift marked unavailable.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from taxi_duration.core.params import (
     check_engine,
     check_output,
     check_taxi,
+    check_thresholds,
     parse_model_uri,
     parse_month_spec,
 )
@@ -54,6 +62,7 @@ from taxi_duration.data.tlc import (
     trip_columns,
 )
 from taxi_duration.model import monitoring
+from taxi_duration.model.drift import DRIFT_PSI, TOLERANCE
 from taxi_duration.model.monitoring import COMPARE_TO, MODEL
 from taxi_duration.pipeline.cli import exits_cleanly
 from taxi_duration.pipeline.scoring import (
@@ -61,10 +70,10 @@ from taxi_duration.pipeline.scoring import (
     check_inputs,
     log_monitoring,
     model_tags,
+    monitor_of,
     resolve,
     score_with_pandas,
     score_with_spark,
-    training_filter,
 )
 from taxi_duration.tracking import runs
 from taxi_duration.tracking import spark as spark_scoring
@@ -80,6 +89,20 @@ from taxi_duration.tracking import spark as spark_scoring
 @click.option("--engine", default="pandas", show_default=True, help="pandas or spark.")
 @click.option("--spark-master", default="local[*]", show_default=True)
 @click.option("--output", default="", help="Folder or s3:// prefix; empty: run artifacts.")
+@click.option(
+    "--drift-psi",
+    type=float,
+    default=DRIFT_PSI,
+    show_default=True,
+    help="A month whose inputs or predictions moved by this PSI or more is `drift`.",
+)
+@click.option(
+    "--tolerance",
+    type=float,
+    default=TOLERANCE,
+    show_default=True,
+    help="A month whose RMSE is more than this share above the model's test RMSE is `degraded`.",
+)
 @exits_cleanly(PREDICT)
 def main(
     model_uri: str,
@@ -91,8 +114,11 @@ def main(
     engine: str,
     spark_master: str,
     output: str,
+    drift_psi: float,
+    tolerance: float,
 ) -> None:
     check_taxi(taxi)
+    check_thresholds(drift_psi, tolerance)
     wanted = parse_month_spec(months)
     refs = {MODEL: parse_model_uri(model_uri)}
     if compare_to.strip():
@@ -113,12 +139,14 @@ def main(
                 "engine": engine,
                 "spark_master": spark_master,
                 "output": output,
+                "drift_psi": drift_psi,
+                "tolerance": tolerance,
             }
         )
         params = {MODEL: "model_uri", COMPARE_TO: "compare_to"}
         models = [resolve(ref, role, params[role]) for role, ref in refs.items()]
         runs.set_tags({**model_tags(models), "taxi": taxi})
-        bounds = training_filter(models[0])
+        monitor = monitor_of(models[0], drift_psi, tolerance)
         outputs.check_writable(destination)
         cache = Path(cache_dir).expanduser()
         paths = {month: fetch_month(source, taxi, str(month), cache) for month in wanted}
@@ -135,9 +163,9 @@ def main(
         started = time.perf_counter()
         with outputs.staging(destination) as staged:
             if engine == "spark":
-                results = score_with_spark(paths, models, staged, taxi, spark_master, bounds)
+                results = score_with_spark(paths, models, staged, taxi, spark_master, monitor)
             else:
-                results = score_with_pandas(paths, models, staged, taxi, bounds)
+                results = score_with_pandas(paths, models, staged, taxi, monitor)
             seconds = time.perf_counter() - started
             names = [predictions_file(taxi, str(r.month)) for r in results]
             if destination:
@@ -148,11 +176,12 @@ def main(
                 where = [f"{PREDICTIONS_DIR}/{name}" for name in names]
         rows = sum(r.rows for r in results)
         runs.log_metrics({"scoring_seconds": seconds, "rows_per_second": rows / seconds})
-        table = log_monitoring(results, models)
+        table, drift = log_monitoring(results, models, monitor)
+        runs.set_tags({"status": ",".join(f"{r.month}:{r.status}" for r in results)})
 
         scored = ", ".join(f"{m.label} ({m.requested})" for m in models)
         print(f"predict: runs:/{run.info.run_id} {scored} on {taxi} {months}: {rows} rows")
-        print(monitoring.wide(table).to_string(index=False, float_format="{:.3f}".format))
+        print(monitoring.wide(table, drift).to_string(index=False, float_format="{:.3f}".format))
         print(f"predictions: {where[0]}" + (f" ... ({len(where)} files)" if len(where) > 1 else ""))
 
 

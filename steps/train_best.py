@@ -6,8 +6,10 @@ hpo may have searched on a sample of the rows (hpo_sample_rows); the refit train
 the training month(s) with early stopping on the whole validation month.
 Artifacts: the pyfunc model `model` (raw records in, minutes out; signature and input example),
 predictions/test.parquet (its predictions of the test trips, which register pairs with the
-champion's), preprocessor/preprocessor.pkl, autolog's per-iteration metrics and importances,
-and pictures of the test month: plots/test_predictions.png (predicted vs actual),
+champion's); inside the model, reference_profile.json (the training trips' distance deciles,
+zone, hour and weekday mix and the test month's prediction deciles: what predict measures a
+month's drift against), preprocessor/preprocessor.pkl, autolog's per-iteration metrics and
+importances, and pictures of the test month: plots/test_predictions.png (predicted vs actual),
 plots/test_errors.png
 (error by distance band, pickup hour and day of the week), plots/feature_importance.png (each
 input's share of the gain). The model's metadata names its feature set and input columns; its
@@ -22,6 +24,7 @@ The run's description (its page in the MLflow UI) sums them up.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -41,6 +44,7 @@ from taxi_duration.core.contracts import (
     PREPROCESSOR_DIR,
     PREPROCESSOR_PATH,
     PROJECT_DIR,
+    REFERENCE_PROFILE_FILE,
     TARGET,
     TEST_ERRORS_PLOT,
     TEST_PREDICTIONS_FILE,
@@ -52,6 +56,7 @@ from taxi_duration.core.contracts import (
 from taxi_duration.core.params import check_tolerance
 from taxi_duration.core.reuse import digest_files, digest_values
 from taxi_duration.model import boosting
+from taxi_duration.model.drift import reference_profile
 from taxi_duration.model.features import load_matrix, load_preprocessor, matrix_columns, rmse
 from taxi_duration.model.figures import (
     error_tables,
@@ -105,10 +110,15 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
         test_pred = fit.booster.predict(boosting.dmatrix(matrices["test"]))
         test_rmse = rmse(matrices["test"].y, test_pred)
 
+        training = pd.read_parquet(runs.download(fid, trips_split_path("train")))
+        profile = reference_profile(training, test_pred, preprocessor.features, test_rmse)
+        del training
         with tempfile.TemporaryDirectory() as tmp:
             booster_path = Path(tmp) / BOOSTER_FILE
             fit.booster.save_model(booster_path)
             booster_digest = digest_files(Path(tmp), [booster_path.name])
+            profile_path = Path(tmp) / REFERENCE_PROFILE_FILE
+            profile_path.write_text(json.dumps(profile.to_dict()))
             model_uri = pyfunc.log_model(
                 preprocessor.features,
                 name=MODEL_NAME_IN_RUN,
@@ -116,6 +126,7 @@ def main(hpo_run: str, rmse_tolerance: float) -> None:
                 artifacts={
                     pyfunc.BOOSTER_ARTIFACT: str(booster_path),
                     pyfunc.PREPROCESSOR_ARTIFACT: str(preprocessor_path),
+                    pyfunc.PROFILE_ARTIFACT: str(profile_path),
                 },
                 code_paths=[str(PROJECT_DIR / LIBRARY)],
                 input_example=input_example(test_trips, preprocessor.features),

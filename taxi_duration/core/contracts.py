@@ -28,7 +28,14 @@ STEPS: Final = (INGEST, FEATURIZE, HPO, TRAIN_BEST, REGISTER)
 PREDICT: Final = "predict"
 # Not chained into main either: moves `champion` by hand (a rollback).
 PROMOTE: Final = "promote"
-STANDALONE: Final = (PREDICT, PROMOTE)
+# The monthly loop: monitor the champion on a new month and retrain on the latest window when
+# the policy says so (retrain); replay that cycle over past months (backtest).
+RETRAIN: Final = "retrain"
+BACKTEST: Final = "backtest"
+STANDALONE: Final = (PREDICT, PROMOTE, RETRAIN, BACKTEST)
+# When retrain trains: every month, when the month drifted or degraded, or never (monitor only).
+POLICIES: Final = ("always", "on_drift", "never")
+LATEST: Final = "latest"  # retrain -P month=latest: the newest month the source has
 # Lineage: each step after ingest reads one upstream run, given as this parameter (runs:/<id>).
 UPSTREAM: Final[dict[str, tuple[str, str]]] = {
     FEATURIZE: ("ingest_run", INGEST),
@@ -46,6 +53,8 @@ MODEL_NAME: Final = "nyc-taxi-duration"
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
 DEFAULT_MODEL_URI: Final = f"models:/{MODEL_NAME}@{CHAMPION}"
+# backtest registers into models of its own, named from this prefix: never the production one.
+BACKTEST_MODEL_NAME: Final = f"{MODEL_NAME}-backtest"
 
 # The champion's history (tracking/history.py): one registered-model tag per move of `champion`,
 # and on each version when it last became champion and when it stopped being one.
@@ -178,6 +187,7 @@ TRIALS_FILE: Final = "trials.csv"  # hpo
 BEST_PARAMS_FILE: Final = "best_params.json"  # hpo
 MODEL_NAME_IN_RUN: Final = "model"  # train_best: the logged pyfunc's name
 BOOSTER_FILE: Final = "booster.ubj"  # inside the logged model: artifacts/booster.ubj
+REFERENCE_PROFILE_FILE: Final = "reference_profile.json"  # inside the logged model too
 PLOTS_DIR: Final = "plots"  # ingest, hpo, train_best
 DISTRIBUTIONS_PLOT: Final = f"{PLOTS_DIR}/distributions.png"  # ingest
 SEARCH_PLOT: Final = f"{PLOTS_DIR}/search.png"  # hpo
@@ -195,6 +205,13 @@ MONITORING_DIR: Final = "monitoring"  # predict: the month-by-month table and ch
 METRICS_BY_MONTH_JSON: Final = f"{MONITORING_DIR}/metrics_by_month.json"
 METRICS_BY_MONTH_CSV: Final = f"{MONITORING_DIR}/metrics_by_month.csv"
 RMSE_BY_MONTH_PLOT: Final = f"{MONITORING_DIR}/rmse_by_month.png"
+DRIFT_BY_MONTH_JSON: Final = f"{MONITORING_DIR}/drift_by_month.json"
+DRIFT_BY_MONTH_CSV: Final = f"{MONITORING_DIR}/drift_by_month.csv"
+DRIFT_BY_MONTH_PLOT: Final = f"{MONITORING_DIR}/drift_by_month.png"
+BACKTEST_DIR: Final = "backtest"  # backtest: the month-by-month table and chart
+BACKTEST_JSON: Final = f"{BACKTEST_DIR}/backtest.json"
+BACKTEST_CSV: Final = f"{BACKTEST_DIR}/backtest.csv"
+BACKTEST_PLOT: Final = f"{BACKTEST_DIR}/backtest.png"
 
 
 def raw_split_path(split: str) -> str:

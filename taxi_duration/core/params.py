@@ -54,6 +54,11 @@ class Month:
         """The month after this one."""
         return Month(self.year + self.month // 12, self.month % 12 + 1)
 
+    def plus(self, months: int) -> Month:
+        """The month `months` later (earlier when negative)."""
+        index = self.year * 12 + self.month - 1 + months
+        return Month(index // 12, index % 12 + 1)
+
 
 def parse_month(text: str, name: str = "month") -> Month:
     """Parse 'YYYY-MM' into a Month, or fail with a line that shows the expected form."""
@@ -215,6 +220,21 @@ def check_confidence(value: float) -> float:
             f"95% sure that the candidate's error is lower), got {value}"
         )
     return value
+
+
+def check_thresholds(drift_psi: float, tolerance: float) -> tuple[float, float]:
+    """Require a positive PSI level for `drift` and a non-negative RMSE tolerance (a share)."""
+    if not drift_psi > 0:
+        raise PipelineError(
+            f"drift_psi must be above 0 (the PSI from which a month counts as drift; 0.25 is "
+            f"the usual level of a significant shift), got {drift_psi}"
+        )
+    if not tolerance >= 0:
+        raise PipelineError(
+            f"tolerance must be >= 0 (how far above its test RMSE a month's RMSE may go before "
+            f"the month is degraded: 0.1 is 10%), got {tolerance}"
+        )
+    return drift_psi, tolerance
 
 
 def check_model_name(name: str) -> str:

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import date
 from email.message import Message
 from pathlib import Path
 from urllib.parse import urlparse
@@ -115,6 +116,58 @@ def head_identity(url: str) -> str | None:
             return remote_identity(url, response.headers)
     except (OSError, http.client.HTTPException):
         return None
+
+
+def availability(source: str, taxi: str, month: str) -> str | None:
+    """Why a month cannot be had from `source` (one line with the fix), or None when it can:
+    a file in the folder, or a URL that answers a HEAD request."""
+    name = tlc_file_name(taxi, month)
+    location = month_location(source, taxi, month)
+    if not is_url(source):
+        if Path(location).expanduser().is_file():
+            return None
+        return f"{name} is not in {source}; put the month there or use the TLC URL as source"
+    request = urllib.request.Request(location, method="HEAD", headers=_HEADERS)
+    try:
+        with urllib.request.urlopen(request, timeout=15):
+            return None
+    except urllib.error.HTTPError as exc:
+        if exc.code in (403, 404):
+            return (
+                f"{name} is not published at {location} (HTTP {exc.code}); TLC publishes each "
+                f"month about two months later (see {TLC_DOCS}): pick an earlier month"
+            )
+        return f"{location} answered HTTP {exc.code}; retry later"
+    except (OSError, http.client.HTTPException) as exc:
+        return f"cannot reach {location} ({type(exc).__name__}); check the network or the source"
+
+
+def latest_month(source: str, taxi: str, today: date, look_back: int = 24) -> str:
+    """The newest month `source` has for `taxi`: the newest month file in a folder, or the
+    newest month TLC's URL answers for, looking back from `today`'s month."""
+    if not is_url(source):
+        pattern = re.compile(rf"^{re.escape(taxi)}_tripdata_(\d{{4}}-\d{{2}})\.parquet$")
+        folder = Path(source).expanduser()
+        found = sorted(
+            match.group(1)
+            for path in (folder.iterdir() if folder.is_dir() else [])
+            if (match := pattern.match(path.name))
+        )
+        if not found:
+            raise PipelineError(
+                f"there is no {taxi}_tripdata_YYYY-MM.parquet in {source}; put months there or "
+                "name the month"
+            )
+        return found[-1]
+    index = today.year * 12 + today.month - 1
+    for back in range(look_back):
+        month = f"{(index - back) // 12:04d}-{(index - back) % 12 + 1:02d}"
+        if availability(source, taxi, month) is None:
+            return month
+    raise PipelineError(
+        f"{source} has no {taxi} month in the {look_back} months up to {today:%Y-%m}; check "
+        "the source and the network, or name the month"
+    )
 
 
 def remote_identity(url: str, headers: Message) -> str | None:

@@ -222,3 +222,89 @@ def plot_metrics_by_month(table: pd.DataFrame, metrics: Sequence[str], title: st
     axes[-1].set_xlabel("month")
     fig.tight_layout()
     return fig
+
+
+STATUS_COLORS = {"ok": "tab:green", "drift": "tab:orange", "degraded": "tab:red"}
+
+
+def plot_drift_by_month(drift: pd.DataFrame, watch_psi: float, drift_psi: float) -> Figure:
+    """The PSI of each input and of the predictions month by month (one line each), with the
+    moderate and significant shift levels, and each month's status on top of its column."""
+    months = list(drift["month"])
+    x = np.arange(len(months))
+    psis = [c for c in drift.columns if c.startswith("psi_") and drift[c].notna().any()]
+    fig = Figure(figsize=(max(6.0, 0.7 * len(months) + 3), 4.6))
+    ax = fig.subplots()
+    for column in psis:
+        label = column.removeprefix("psi_").replace("_", " ")
+        ax.plot(x, drift[column].astype("float64"), marker="o", label=label)
+    ax.axhline(
+        watch_psi, color="gray", linewidth=0.8, linestyle=":", label=f"moderate ({watch_psi:g})"
+    )
+    ax.axhline(
+        drift_psi, color="tab:red", linewidth=0.8, linestyle="--", label=f"drift ({drift_psi:g})"
+    )
+    top = max(
+        drift_psi * 1.6,
+        float(np.nanmax(drift[psis].astype("float64").to_numpy(), initial=0)) * 1.15,
+    )
+    ax.set_ylim(0, top)
+    for position, status in enumerate(drift["status"]):
+        ax.text(
+            float(position),
+            top * 0.97,
+            status,
+            ha="center",
+            va="top",
+            fontsize="small",
+            color=STATUS_COLORS.get(status, "dimgray"),
+            fontweight="bold",
+        )
+    ax.set_xticks(x, months, rotation=45, ha="right")
+    ax.set(
+        xlabel="month",
+        ylabel="population stability index",
+        title="Drift from the training data, month by month",
+    )
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_backtest(table: pd.DataFrame, policies: Sequence[str]) -> Figure:
+    """Month by month, the RMSE of the frozen model and of the champion each policy had in
+    production (a filled marker where that policy retrained after the month's monitoring)."""
+    months = list(table["month"])
+    x = np.arange(len(months))
+    fig = Figure(figsize=(max(6.0, 0.8 * len(months) + 3), 4.6))
+    ax = fig.subplots()
+    ax.plot(
+        x,
+        table["frozen_rmse"].astype("float64"),
+        color="black",
+        linestyle="--",
+        marker="s",
+        label="frozen (the first month's model)",
+    )
+    for policy in policies:
+        rmse = table[f"{policy}_rmse"].astype("float64").to_numpy()
+        line = ax.plot(x, rmse, marker="o", fillstyle="none", label=f"{policy}: in production")
+        retrained = table[f"{policy}_retrained"].astype(bool).to_numpy()
+        ax.plot(
+            x[retrained],
+            rmse[retrained],
+            "o",
+            color=line[0].get_color(),
+            label=f"{policy}: retrained that month",
+        )
+    ax.set_xticks(x, months, rotation=45, ha="right")
+    ax.set(
+        xlabel="month",
+        ylabel="RMSE (minutes)",
+        title="Is monthly retraining worth it? RMSE of the model in production",
+    )
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -19,6 +19,7 @@ import pandas as pd
 
 from taxi_duration.core.contracts import COURSE_FEATURES
 from taxi_duration.core.params import Month
+from taxi_duration.model.drift import BINNED, STATUS_CODES, UNKNOWN, MonthDrift
 
 MODEL = "model"  # the role of model_uri
 COMPARE_TO = "compare_to"  # the role of compare_to
@@ -109,11 +110,15 @@ NO_ERRORS = ErrorSums(0, 0.0, 0.0, 0.0)
 
 @dataclass(frozen=True)
 class MonthResult:
-    """One scored month: its rows and, per prediction column, the errors on rows_scored."""
+    """One scored month: its rows and, per prediction column, the errors on rows_scored; and
+    for the model (not compare_to) its drift against the model's reference profile (None:
+    the model has none) and the month's status (ok, drift, degraded)."""
 
     month: Month
     rows: int
     errors: dict[str, ErrorSums]
+    drift: MonthDrift | None = None
+    status: str = UNKNOWN
 
 
 def month_step(month: Month) -> int:
@@ -124,8 +129,14 @@ def month_step(month: Month) -> int:
 def month_metrics(result: MonthResult, models: Sequence[ModelUsed]) -> dict[str, float]:
     """The metrics logged for one month: rows, rows_scored, then rmse, mae and bias per model
     (compare_rmse, compare_mae, compare_bias for compare_to). A month with no row in the filter
-    (a file without dropoff times) has no error metrics, rather than made-up ones."""
-    metrics: dict[str, float] = {"rows": result.rows}
+    (a file without dropoff times) has no error metrics, rather than made-up ones. Then the
+    model's drift: psi_<input> for each input and the predictions, unknown_zone_share,
+    missing_distance_share, and status_code (0 ok, 1 drift, 2 degraded, -1 unknown)."""
+    metrics: dict[str, float] = {"rows": result.rows, "status_code": STATUS_CODES[result.status]}
+    if result.drift is not None:
+        metrics |= {f"psi_{name}": value for name, value in result.drift.psi.items()}
+        metrics["unknown_zone_share"] = result.drift.unknown_zone_share
+        metrics["missing_distance_share"] = result.drift.missing_distance_share
     for model in models:
         sums = result.errors[model.column]
         metrics["rows_scored"] = sums.rows  # the same rows for every model
@@ -163,21 +174,56 @@ def metrics_table(results: Sequence[MonthResult], models: Sequence[ModelUsed]) -
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
-def wide(table: pd.DataFrame) -> pd.DataFrame:
-    """Month, rows, rows_scored, then an RMSE and a bias column per model: the table a person
-    reads."""
+DRIFT_COLUMNS = (
+    "month",
+    "status",
+    *(f"psi_{name}" for name in BINNED),
+    "unknown_zone_share",
+    "missing_distance_share",
+    "reasons",
+)
+
+
+def drift_table(results: Sequence[MonthResult]) -> pd.DataFrame:
+    """One row per month: the model's status, the PSI of each input and of the predictions
+    (missing where not measured), the shares of unknown zones and missing distances, and what
+    made the status."""
+    rows = []
+    for result in sorted(results, key=lambda r: r.month):
+        drift = result.drift
+        rows.append(
+            {
+                "month": str(result.month),
+                "status": result.status,
+                **{f"psi_{name}": (drift.psi.get(name) if drift else None) for name in BINNED},
+                "unknown_zone_share": drift.unknown_zone_share if drift else None,
+                "missing_distance_share": drift.missing_distance_share if drift else None,
+                "reasons": "; ".join(drift.reasons) if drift else "drift unavailable",
+            }
+        )
+    return pd.DataFrame(rows, columns=list(DRIFT_COLUMNS))
+
+
+def wide(table: pd.DataFrame, drift: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Month, rows, rows_scored, then an RMSE and a bias column per model, and (with `drift`)
+    the model's status and its largest PSI: the table a person reads."""
     counts = table.drop_duplicates("month").set_index("month")[["rows", "rows_scored"]]
     order = list(dict.fromkeys(table["model"]))
     columns: list[pd.DataFrame | pd.Series] = []
     for name in ("rmse", "bias"):
         pivot = table.pivot(index="month", columns="model", values=name)[order]
         columns.append(pivot.set_axis([f"{name} {label}" for label in order], axis=1))
+    if drift is not None:
+        found = drift.set_index("month")
+        psis = found[[c for c in found.columns if c.startswith("psi_")]]
+        columns.append(found["status"])
+        columns.append(psis.astype("float64").max(axis=1, skipna=True).rename("max PSI"))
     return counts.join(columns).reset_index()
 
 
-def markdown(table: pd.DataFrame) -> str:
+def markdown(table: pd.DataFrame, drift: pd.DataFrame | None = None) -> str:
     """`wide` as a markdown table (the run's description in the UI, the docs)."""
-    wide_table = wide(table)
+    wide_table = wide(table, drift)
     header = "| " + " | ".join(wide_table.columns) + " |"
     rule = "|" + "|".join("---" if c == "month" else "---:" for c in wide_table.columns) + "|"
     lines = [header, rule]

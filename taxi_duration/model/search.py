@@ -7,6 +7,7 @@ MLflow run: tracking/trials.py), so the search itself never talks to MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -180,7 +181,8 @@ def tune(
     SparkTrials as `search`; every successful trial, numbered by hyperopt's trial id (failed
     ones are left out: none at all means every configuration failed)."""
     search = search if search is not None else Trials()
-    try:
+    # hyperopt's last word when no trial succeeded: then none is returned
+    with contextlib.suppress(AllTrialsFailed):
         fmin(
             Objective(train, val, budget, logger),
             space if space is not None else SEARCH_SPACE,
@@ -190,8 +192,6 @@ def tune(
             rstate=np.random.default_rng(budget.seed),
             show_progressbar=False,
         )
-    except AllTrialsFailed:  # hyperopt's last word when no trial succeeded: none returned
-        pass
     done = sorted(
         (t for t in search.trials if t["result"].get("status") == STATUS_OK),
         key=lambda t: t["tid"],

@@ -5,6 +5,7 @@ the errors back from the predictions file, and log the month-by-month monitoring
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,11 @@ import pyarrow.parquet as pq
 
 from taxi_duration.core.contracts import (
     COMPARE_PREDICTION,
+    DISTANCE,
+    DO,
+    DRIFT_BY_MONTH_CSV,
+    DRIFT_BY_MONTH_JSON,
+    DRIFT_BY_MONTH_PLOT,
     DROPOFF,
     FEATURIZE,
     METRICS_BY_MONTH_CSV,
@@ -21,6 +27,7 @@ from taxi_duration.core.contracts import (
     PICKUP,
     PREDICTION,
     PREDICTION_INPUT_COLUMNS,
+    PU,
     RMSE_BY_MONTH_PLOT,
     SCORING_COLUMNS,
     TARGET,
@@ -34,8 +41,17 @@ from taxi_duration.core.reuse import unquote
 from taxi_duration.data import outputs
 from taxi_duration.data.tlc import null_count, read_trips
 from taxi_duration.model import monitoring
+from taxi_duration.model.drift import (
+    DRIFT_PSI,
+    TOLERANCE,
+    WATCH_PSI,
+    Counts,
+    Profile,
+    measure,
+    status_without_profile,
+)
 from taxi_duration.model.features import with_duration
-from taxi_duration.model.figures import plot_metrics_by_month
+from taxi_duration.model.figures import plot_drift_by_month, plot_metrics_by_month
 from taxi_duration.model.monitoring import (
     COMPARE_TO,
     MODEL,
@@ -43,10 +59,13 @@ from taxi_duration.model.monitoring import (
     ErrorSums,
     ModelUsed,
     MonthResult,
+    in_training_filter,
 )
 from taxi_duration.tracking import pyfunc, registry, runs, spark
 
-_BATCH_ROWS = 1 << 20  # rows read back from a predictions file at a time
+_BATCH_ROWS = 1 << 20
+# What drift counts read back from a predictions file besides the errors.
+INPUT_COLUMNS = (PICKUP, PU, DO, DISTANCE)  # rows read back from a predictions file at a time
 
 
 # A predictions file may lack the times (no actual minutes then), never the model's inputs.
@@ -119,6 +138,43 @@ def resolve(ref: ModelRef, role: str, param: str) -> ModelUsed:
     )
 
 
+@dataclass(frozen=True)
+class Monitor:
+    """What a month of the model is measured against: the duration filter it was trained with,
+    its reference profile (None: registered before models carried one) and its test RMSE, and
+    the thresholds of the month's status."""
+
+    bounds: tuple[float, float]
+    profile: Profile | None
+    test_rmse: float | None
+    drift_psi: float = DRIFT_PSI
+    tolerance: float = TOLERANCE
+
+    def result(
+        self, month: Month, rows: int, errors: dict[str, ErrorSums], counts: Counts | None
+    ) -> MonthResult:
+        """The month's result for the model: its errors, its drift and its status."""
+        rmse = errors[PREDICTION].rmse
+        if self.profile is None or counts is None:
+            status = status_without_profile(rmse, self.test_rmse, self.tolerance)
+            return MonthResult(month, rows, errors, None, status)
+        drift = measure(self.profile, counts, rmse, self.drift_psi, self.tolerance)
+        return MonthResult(month, rows, errors, drift, drift.status)
+
+
+def monitor_of(used: ModelUsed, drift_psi: float, tolerance: float) -> Monitor:
+    """The monitor of a resolved version: its filter, profile and test RMSE."""
+    found = registry.live_version(used.name, used.version)
+    test_rmse = found.tags.get("test_rmse") if found is not None else None
+    return Monitor(
+        training_filter(used),
+        pyfunc.reference_profile(used.uri),
+        None if test_rmse is None else float(test_rmse),
+        drift_psi,
+        tolerance,
+    )
+
+
 def check_inputs(path: Path, fields: Mapping[str, Any], models: Sequence[ModelUsed]) -> None:
     """Refuse, before scoring, a month a model cannot score: a time model needs every trip's
     pickup time (a file without the column, or with trips that lack it)."""
@@ -176,7 +232,7 @@ def score_with_pandas(
     models: Sequence[ModelUsed],
     staged: Path,
     taxi: str,
-    bounds: tuple[float, float],
+    monitor: Monitor,
 ) -> list[MonthResult]:
     """Score each month in this process: read, predict with every model, write, read back."""
     loaded = {used.column: pyfunc.load(used.uri) for used in models}
@@ -187,8 +243,7 @@ def score_with_pandas(
         frame = prediction_frame(trips, {c: m.predict(inputs) for c, m in loaded.items()})
         dest = staged / predictions_file(taxi, str(month))
         outputs.write_frame(frame, dest)
-        rows, errors = error_sums(dest, list(loaded), *bounds)
-        results.append(MonthResult(month, rows, errors))
+        results.append(monitor.result(month, *read_back(dest, list(loaded), monitor)))
     return results
 
 
@@ -198,7 +253,7 @@ def score_with_spark(
     staged: Path,
     taxi: str,
     master: str,
-    bounds: tuple[float, float],
+    monitor: Monitor,
 ) -> list[MonthResult]:
     """Score each month on Spark: Spark's parquet reader, the models as UDFs, one file out."""
     session = spark.session(master)
@@ -209,42 +264,89 @@ def score_with_spark(
             trips = spark.read_trips(session, path)
             dest = staged / predictions_file(taxi, str(month))
             spark.write(spark.score(trips, udfs), dest, prediction_columns(models))
-            rows, errors = error_sums(dest, list(udfs), *bounds)
-            results.append(MonthResult(month, rows, errors))
+            results.append(monitor.result(month, *read_back(dest, list(udfs), monitor)))
         return results
     finally:
         session.stop()
 
 
-def log_monitoring(results: Sequence[MonthResult], models: Sequence[ModelUsed]) -> pd.DataFrame:
-    """Metrics per month (step YYYYMM), the table (json, csv), the chart and the description."""
+def log_monitoring(
+    results: Sequence[MonthResult], models: Sequence[ModelUsed], monitor: Monitor
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Metrics per month (step YYYYMM), the error and drift tables (json, csv), their charts
+    and the description; returns both tables."""
     for result in results:
         runs.log_metrics(
             monitoring.month_metrics(result, models), step=monitoring.month_step(result.month)
         )
     table = monitoring.metrics_table(results, models)
-    records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
-    runs.log_json(records, METRICS_BY_MONTH_JSON)
-    runs.log_table(table, METRICS_BY_MONTH_CSV)
+    drift = monitoring.drift_table(results)
+    for frame, json_path, csv_path in (
+        (table, METRICS_BY_MONTH_JSON, METRICS_BY_MONTH_CSV),
+        (drift, DRIFT_BY_MONTH_JSON, DRIFT_BY_MONTH_CSV),
+    ):
+        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        runs.log_json(records, json_path)
+        runs.log_table(frame, csv_path)
     title = "Error by month (rows inside the training duration filter)"
-    figure = plot_metrics_by_month(table, ["rmse", "bias"], title)
-    runs.log_figure(figure, RMSE_BY_MONTH_PLOT)
+    runs.log_figure(plot_metrics_by_month(table, ["rmse", "bias"], title), RMSE_BY_MONTH_PLOT)
+    if monitor.profile is not None:
+        figure = plot_drift_by_month(drift, WATCH_PSI, monitor.drift_psi)
+        runs.log_figure(figure, DRIFT_BY_MONTH_PLOT)
+    runs.set_description(monitoring_description(models, table, drift, monitor))
+    return table, drift
+
+
+def monitoring_description(
+    models: Sequence[ModelUsed], table: pd.DataFrame, drift: pd.DataFrame, monitor: Monitor
+) -> str:
+    """The predict run's description: the table of months, and what made each status."""
     scored = " vs ".join(f"{m.label} ({m.requested})" for m in models)
-    runs.set_description(f"Batch predictions of {scored}.\n\n{monitoring.markdown(table)}\n")
-    return table
+    reasons = "\n".join(
+        f"- **{month}: {status}**" + (f": {why}" if why else "")
+        for month, status, why in zip(
+            drift["month"], drift["status"], drift["reasons"], strict=True
+        )
+    )
+    rule = (
+        f"A month is **degraded** when its RMSE is more than {monitor.tolerance:.0%} above the "
+        f"model's own test RMSE, **drift** when an input or the predictions moved by a PSI of "
+        f"{monitor.drift_psi:g} or more from the training data (the model's reference profile), "
+        "else **ok**."
+    )
+    if monitor.profile is None:
+        rule += (
+            f" {models[0].label} was registered before models carried a reference profile: "
+            "its drift is unavailable, its status comes from its error alone."
+        )
+    return (
+        f"Batch predictions of {scored}.\n\n{monitoring.markdown(table, drift)}\n\n"
+        f"{reasons}\n\n{rule}\n"
+    )
 
 
-def error_sums(
-    path: Path, columns: Sequence[str], min_duration: float, max_duration: float
-) -> tuple[int, dict[str, ErrorSums]]:
-    """Rows of a predictions file and, per prediction column, the errors on the rows inside the
-    training filter; read a batch at a time. Both engines' metrics come from here."""
+def read_back(
+    path: Path, columns: Sequence[str], monitor: Monitor
+) -> tuple[int, dict[str, ErrorSums], Counts | None]:
+    """A predictions file's rows; per prediction column, the errors on the rows inside the
+    training filter; and (when the model has a profile) the model's trips and predictions
+    counted into the profile's bins: the rows inside the filter, or every row of a month without
+    actual minutes (a serving log). Read a batch at a time: both engines' figures come from
+    here, in bounded memory whatever the month's size."""
     rows, sums = 0, dict.fromkeys(columns, NO_ERRORS)
-    source = pq.ParquetFile(path)
-    for batch in source.iter_batches(batch_size=_BATCH_ROWS, columns=[TARGET, *columns]):
+    profile = monitor.profile
+    scored = everything = profile.empty_counts() if profile else None
+    wanted = [TARGET, *columns, *(INPUT_COLUMNS if profile else ())]
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=wanted):
         actual = batch.column(TARGET).to_numpy(zero_copy_only=False)
         for column in columns:
             predicted = batch.column(column).to_numpy(zero_copy_only=False)
-            sums[column] += ErrorSums.of(actual, predicted, min_duration, max_duration)
+            sums[column] += ErrorSums.of(actual, predicted, *monitor.bounds)
         rows += batch.num_rows
-    return rows, sums
+        if profile is not None and scored is not None and everything is not None:
+            frame = batch.to_pandas()
+            keep = in_training_filter(np.asarray(actual, dtype="float64"), *monitor.bounds)
+            scored += profile.count(frame[keep], frame[PREDICTION].to_numpy()[keep])
+            everything += profile.count(frame, frame[PREDICTION].to_numpy())
+    counts = scored if scored is not None and scored.rows else everything
+    return rows, sums, counts

@@ -11,6 +11,7 @@ with a baseline that register's gate makes).
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import math
 import warnings
@@ -35,9 +36,12 @@ from taxi_duration.core.contracts import (
     model_input_columns,
 )
 from taxi_duration.model import features
+from taxi_duration.model.drift import Profile
 
 BOOSTER_ARTIFACT = "booster"
 PREPROCESSOR_ARTIFACT = "preprocessor"
+# The drift reference train_best writes with the model (model/drift.py); older models have none.
+PROFILE_ARTIFACT = "reference_profile"
 # What the model needs where it is loaded, pinned to what trained it.
 # The model's metadata (MLmodel) names the columns it reads (its signature has no input schema),
 # the feature set it was trained with, and the names it takes the pickup time under.
@@ -59,6 +63,8 @@ class TripDurationModel(PythonModel):
         self.preprocessor = features.load_preprocessor(Path(artifacts[PREPROCESSOR_ARTIFACT]))
         self.booster = xgb.Booster()
         self.booster.load_model(artifacts[BOOSTER_ARTIFACT])
+        profile = artifacts.get(PROFILE_ARTIFACT)
+        self.profile = json.loads(Path(profile).read_text()) if profile else None
 
     def predict(
         self,
@@ -77,6 +83,13 @@ class TripDurationModel(PythonModel):
 
         matrix = self.preprocessor.transform(checked)
         return self.booster.predict(xgb.DMatrix(matrix, enable_categorical=True))
+
+
+def reference_profile(model_uri: str) -> Profile | None:
+    """The drift reference the model at `model_uri` carries (None: logged before models had
+    one, or not by this pipeline)."""
+    found = getattr(load(model_uri).unwrap_python_model(), "profile", None)
+    return None if found is None else Profile.from_dict(found)
 
 
 def requirements() -> list[str]:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROWS = 3000
-GREEN_MONTHS = ["2021-01", "2021-02", "2021-03", "2023-02"]
+GREEN_MONTHS = ["2021-01", "2021-02", "2021-03", "2023-02", "2021-04", "2021-05"]
 YELLOW_MONTHS = ["2023-02", "2023-03", "2023-04", "2024-01", "2024-03"]
 HERE = Path(__file__).resolve().parent
 

@@ -127,6 +127,10 @@ def test_predict_scores_the_legacy_champion_on_its_test_month(legacy, engine):
     (run,) = legacy.client.search_runs([experiment.experiment_id])
     assert run.data.tags["model_version"] == LEGACY_VERSION
     assert run.data.metrics["rmse"] == pytest.approx(LEGACY_TEST_RMSE, abs=1e-6)
+    # It carries no reference profile: drift unavailable, a status from its error alone.
+    assert run.data.tags["status"] == "2021-03:ok"
+    assert not [name for name in run.data.metrics if name.startswith("psi_")]
+    assert "its drift is unavailable" in run.data.tags["mlflow.note.content"]
 
 
 def test_a_time_challenger_is_compared_with_the_legacy_champion_on_raw_records(legacy):

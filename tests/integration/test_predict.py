@@ -18,6 +18,8 @@ from taxi_duration.core.contracts import (
     CHAMPION,
     COMPARE_PREDICTION,
     DEFAULT_MODEL_URI,
+    DRIFT_BY_MONTH_JSON,
+    DRIFT_BY_MONTH_PLOT,
     METRICS_BY_MONTH_CSV,
     METRICS_BY_MONTH_JSON,
     MODEL_NAME,
@@ -173,6 +175,18 @@ def test_predict_scores_each_month_and_monitors_the_champion(predict):
     }
     assert "2021-03" in stdout and "rmse v" in stdout
     assert "| month | rows | rows_scored |" in run.data.tags["mlflow.note.content"]
+
+    # Drift against the champion's reference profile, month by month.
+    drift = json.loads(predict.artifact(run.info.run_id, DRIFT_BY_MONTH_JSON).read_text())
+    assert [row["month"] for row in drift] == ["2021-02", "2021-03", "2023-02"]
+    assert all(row["status"] in ("ok", "drift", "degraded") for row in drift)
+    assert all(row["psi_pickup_hour"] is not None for row in drift)  # a time model
+    history = predict.client.get_metric_history(run.info.run_id, "psi_pickup_zone")
+    assert [m.step for m in history] == [202102, 202103, 202302]
+    assert run.data.tags["status"] == ",".join(f"{r['month']}:{r['status']}" for r in drift)
+    assert predict.artifact(run.info.run_id, DRIFT_BY_MONTH_PLOT).read_bytes()[:4] == b"\x89PNG"
+    assert "| month | rows | rows_scored |" in run.data.tags["mlflow.note.content"]
+    assert "status | max PSI |" in run.data.tags["mlflow.note.content"]
 
 
 def test_predict_writes_to_an_output_folder_instead_of_artifacts(predict, tmp_path):

@@ -43,9 +43,10 @@ from taxi_duration.model.monitoring import (
     month_step,
 )
 from taxi_duration.pipeline.scoring import (
-    error_sums,
+    Monitor,
     prediction_columns,
     prediction_frame,
+    read_back,
     resolve_version,
 )
 
@@ -201,12 +202,13 @@ def test_month_metrics_name_the_compared_model_with_a_prefix():
         "compare_rmse": 4.0,
         "compare_mae": 4.0,
         "compare_bias": 1.0,
+        "status_code": -1,  # no status measured for this result
     }
 
 
 def test_month_metrics_without_truth_log_no_made_up_error():
     month = MonthResult(Month(2021, 4), 10, {PREDICTION: ErrorSums(0, 0.0, 0.0, 0.0)})
-    assert month_metrics(month, [CHAMPION]) == {"rows": 10, "rows_scored": 0}
+    assert month_metrics(month, [CHAMPION]) == {"rows": 10, "rows_scored": 0, "status_code": -1}
 
 
 def test_metrics_table_is_in_calendar_order_one_row_per_model():
@@ -258,8 +260,9 @@ def test_a_predictions_file_reads_back_with_its_errors(tmp_path):
     outputs.write_frame(frame, path)
     schema = pq.read_schema(path)
     assert str(schema.field(PU).type) == "int64" and schema.metadata is None
-    rows, sums = error_sums(path, [PREDICTION], 1, 60)
+    rows, sums, counts = read_back(path, [PREDICTION], Monitor((1, 60), None, None))
     assert rows == 3 and sums[PREDICTION] == ErrorSums(2, 13.0, 5.0, -1.0)
+    assert counts is None  # a model without a reference profile: no drift counted
 
 
 def test_merged_parts_keep_their_order_and_the_shared_schema(tmp_path):

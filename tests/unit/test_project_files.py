@@ -8,7 +8,14 @@ import pytest
 import tomllib
 import yaml
 
-from taxi_duration.core.contracts import MAIN, PROJECT_NAME, STANDALONE, STEPS
+from taxi_duration.core.contracts import (
+    BACKTEST,
+    MAIN,
+    PROJECT_NAME,
+    RETRAIN,
+    STANDALONE,
+    STEPS,
+)
 from taxi_duration.core.reuse import mlproject_types
 from taxi_duration.tracking.plugins import (
     is_mlflow_run_command,
@@ -99,3 +106,13 @@ def test_the_plugins_act_for_this_project_only(tmp_path):
     assert names_this_project("git://127.0.0.1:9418/nyc-taxi-duration")
     assert names_this_project("https://github.com/org/mono#projects/nyc-taxi-duration")
     assert not names_this_project("https://github.com/org/other-team.git")
+
+
+@pytest.mark.parametrize("entry_point", [RETRAIN, BACKTEST])
+def test_the_monthly_loop_passes_every_training_parameter_of_main_with_its_default(entry_point):
+    main = MLPROJECT["entry_points"][MAIN]["parameters"]
+    loop = MLPROJECT["entry_points"][entry_point]["parameters"]
+    passed = set(main) - {"train_month", "val_month", "test_month", "force"}
+    assert passed <= set(loop)
+    for name in passed - {"model_name"}:  # backtest registers into models of its own
+        assert loop[name] == main[name], name
