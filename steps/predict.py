@@ -54,6 +54,7 @@ from taxi_duration.core.params import (
     parse_month_spec,
 )
 from taxi_duration.data import outputs
+from taxi_duration.data.spark import check_pyspark
 from taxi_duration.data.tlc import (
     COLUMN_KINDS,
     fetch_month,
@@ -76,7 +77,6 @@ from taxi_duration.pipeline.scoring import (
     score_with_spark,
 )
 from taxi_duration.tracking import runs
-from taxi_duration.tracking import spark as spark_scoring
 
 
 @click.command(help=__doc__)
@@ -126,7 +126,7 @@ def main(
     check_engine(engine)
     destination = check_output(output)
     if engine == "spark":
-        spark_scoring.check_pyspark()
+        check_pyspark()
     with runs.step_run(PREDICT) as run:
         runs.log_params(
             {

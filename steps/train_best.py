@@ -1,7 +1,10 @@
 """train_best: refit the chosen HPO trial on every row, with autologging; log the servable model.
 
-Input: hpo_run (runs:/<id> of an hpo run). Parameter: rmse_tolerance (minutes; 0 = the best
-trial, > 0 = the cheapest trial, fewest trees x depth, whose RMSE is within that of the best).
+Input: hpo_run (runs:/<id> of an hpo run). Parameters: rmse_tolerance (minutes; 0 = the best
+trial, > 0 = the cheapest trial, fewest trees x depth, whose RMSE is within that of the best);
+engine (local: in this process; spark: xgboost.spark on a Spark DataFrame read from the splits'
+parquet, the rows never in pandas on the driver, categorical encoding only), spark_master and
+num_workers (the Spark trainers). Both engines give the same kind of booster and model.
 hpo may have searched on a sample of the rows (hpo_sample_rows); the refit trains on all rows of
 the training month(s) with early stopping on the whole validation month.
 Artifacts: the pyfunc model `model` (raw records in, minutes out; signature and input example),
@@ -45,6 +48,7 @@ from taxi_duration.core.contracts import (
     PREPROCESSOR_PATH,
     PROJECT_DIR,
     REFERENCE_PROFILE_FILE,
+    SPLITS,
     TARGET,
     TEST_ERRORS_PLOT,
     TEST_PREDICTIONS_FILE,
@@ -53,11 +57,20 @@ from taxi_duration.core.contracts import (
     matrix_split_path,
     trips_split_path,
 )
-from taxi_duration.core.params import check_tolerance
+from taxi_duration.core.errors import PipelineError
+from taxi_duration.core.params import check_positive, check_refit_engine, check_tolerance
 from taxi_duration.core.reuse import digest_files, digest_values
+from taxi_duration.data.spark import check_pyspark
+from taxi_duration.data.spark import session as spark_session
 from taxi_duration.model import boosting
 from taxi_duration.model.drift import reference_profile
-from taxi_duration.model.features import load_matrix, load_preprocessor, matrix_columns, rmse
+from taxi_duration.model.features import (
+    load_matrix,
+    load_preprocessor,
+    matrix_columns,
+    matrix_file_columns,
+    rmse,
+)
 from taxi_duration.model.figures import (
     error_tables,
     plot_errors,
@@ -70,6 +83,7 @@ from taxi_duration.model.selection import (
     input_example,
     select_trial,
 )
+from taxi_duration.model.spark_refit import refit_on_spark
 from taxi_duration.pipeline.cli import exits_cleanly
 from taxi_duration.tracking import pyfunc, runs
 from taxi_duration.tracking.trials import candidates_of
@@ -78,37 +92,74 @@ from taxi_duration.tracking.trials import candidates_of
 @click.command(help=__doc__)
 @click.option("--hpo-run", required=True, help="runs:/<id> of an hpo run.")
 @click.option("--rmse-tolerance", type=float, default=0.0, show_default=True)
+@click.option("--engine", default="local", show_default=True, help="local or spark.")
+@click.option("--spark-master", default="local[*]", show_default=True)
+@click.option("--num-workers", type=int, default=2, show_default=True, help="Spark trainers.")
 @exits_cleanly(TRAIN_BEST)
-def main(hpo_run: str, rmse_tolerance: float) -> None:
+def main(
+    hpo_run: str, rmse_tolerance: float, engine: str, spark_master: str, num_workers: int
+) -> None:
     check_tolerance(rmse_tolerance)
+    check_refit_engine(engine)
+    check_positive(num_workers, "num_workers")
+    if engine == "spark":
+        check_pyspark()
     with runs.step_run(TRAIN_BEST) as run:
-        runs.log_params({"hpo_run": hpo_run, "rmse_tolerance": rmse_tolerance})
+        runs.log_params(
+            {
+                "hpo_run": hpo_run,
+                "rmse_tolerance": rmse_tolerance,
+                "engine": engine,
+                "spark_master": spark_master,
+                "num_workers": num_workers,
+            }
+        )
         hpo = runs.read_upstream(TRAIN_BEST, hpo_run)
         chosen = select_trial(candidates_of(hpo), rmse_tolerance)
         featurize = runs.lineage(hpo)[FEATURIZE]
         fid, encoding = featurize.info.run_id, featurize.data.tags["encoding"]
-        matrices = {
-            s: load_matrix(runs.download(fid, matrix_split_path(s, encoding)))
-            for s in ("train", "val", "test")
-        }
+        paths = {s: runs.download(fid, matrix_split_path(s, encoding)) for s in SPLITS}
         test_trips = pd.read_parquet(runs.download(fid, trips_split_path("test")))
         preprocessor_path = runs.download(fid, PREPROCESSOR_PATH)
         preprocessor = load_preprocessor(preprocessor_path)
 
         budget = hpo.data.params
-        rows = {"train_rows": matrices["train"].rows, "val_rows": matrices["val"].rows}
-        dtrain, dval = boosting.dmatrices(matrices.pop("train"), matrices.pop("val"))
-        runs.autolog_xgboost()
-        fit = boosting.fit(
-            chosen.params,
-            dtrain,
-            dval,
+        stopping = (
             int(budget["num_boost_round"]),
             int(budget["early_stopping_rounds"]),
             int(budget["seed"]),
         )
-        test_pred = fit.booster.predict(boosting.dmatrix(matrices["test"]))
-        test_rmse = rmse(matrices["test"].y, test_pred)
+        if engine == "spark":
+            if encoding != "categorical":
+                raise PipelineError(
+                    f"engine=spark refits the categorical encoding only, and this run's is "
+                    f"{encoding}; refit it with engine=local"
+                )
+            spark = spark_session(spark_master, TRAIN_BEST)
+            try:
+                fit = refit_on_spark(
+                    spark,
+                    chosen.params,
+                    paths["train"],
+                    paths["val"],
+                    matrix_file_columns(paths["train"]),
+                    *stopping,
+                    num_workers,
+                )
+            finally:
+                spark.stop()
+            metrics = featurize.data.metrics
+            rows = {"train_rows": metrics["train_rows_kept"], "val_rows": metrics["val_rows_kept"]}
+        else:
+            train, val = (load_matrix(paths[s]) for s in ("train", "val"))
+            rows = {"train_rows": train.rows, "val_rows": val.rows}
+            dtrain, dval = boosting.dmatrices(train, val)
+            del train, val
+            runs.autolog_xgboost()
+            fit = boosting.fit(chosen.params, dtrain, dval, *stopping)
+        test = load_matrix(paths["test"])
+        test_pred = fit.booster.predict(boosting.dmatrix(test))
+        test_rmse = rmse(test.y, test_pred)
 
         training = pd.read_parquet(runs.download(fid, trips_split_path("train")))
         profile = reference_profile(training, test_pred, preprocessor.features, test_rmse)

@@ -147,7 +147,8 @@ ENCODINGS: Final = ("categorical", "onehot")
 
 # --- hpo backends and predict engines --------------------------------------------------------
 BACKENDS: Final = ("local", "spark")
-ENGINES: Final = ("pandas", "spark")
+ENGINES: Final = ("pandas", "spark")  # predict
+REFIT_ENGINES: Final = ("local", "spark")  # train_best
 
 # --- tags ----------------------------------------------------------------------------------
 STEP_TAG: Final = "pipeline.step"

@@ -17,6 +17,7 @@ from taxi_duration.core.contracts import (
     ENCODINGS,
     ENGINES,
     FEATURE_SETS,
+    REFIT_ENGINES,
     TAXIS,
 )
 from taxi_duration.core.errors import PipelineError
@@ -245,6 +246,16 @@ def check_model_name(name: str) -> str:
             "'-', '_' and '.', e.g. nyc-taxi-duration"
         )
     return name
+
+
+def check_refit_engine(engine: str) -> str:
+    """Where train_best refits: in this process, or on Spark."""
+    if engine not in REFIT_ENGINES:
+        raise PipelineError(
+            f"engine must be one of {', '.join(REFIT_ENGINES)} (where train_best refits the "
+            f"chosen trial), got {engine!r}"
+        )
+    return engine
 
 
 def check_engine(engine: str) -> str:

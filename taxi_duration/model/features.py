@@ -406,6 +406,14 @@ def load_matrix(path: Path) -> FeatureMatrix:
         return FeatureMatrix(X, npz["y"])
 
 
+def matrix_file_columns(path: Path) -> list[str]:
+    """The feature columns of a dense matrix file (its columns but the target), from the
+    parquet footer alone."""
+    import pyarrow.parquet as pq
+
+    return [name for name in pq.read_schema(path).names if name != TARGET]
+
+
 def save_preprocessor(preprocessor: Preprocessor, path: Path) -> None:
     """Pickle a fitted preprocessor (its class is importable from taxi_duration.model.features;
     preprocessors pickled before the library moved name steps.features, see steps/__init__.py)."""

@@ -72,6 +72,8 @@ TRAINING_OPTIONS = (
     click.option("--spark-master", default="local[*]", show_default=True),
     click.option("--hpo-sample-rows", type=int, default=DEFAULT_HPO_SAMPLE_ROWS, show_default=True),
     click.option("--rmse-tolerance", type=float, default=0.0, show_default=True),
+    click.option("--engine", default="local", show_default=True, help="Refit: local or spark."),
+    click.option("--num-workers", type=int, default=2, show_default=True, help="Spark trainers."),
     click.option("--min-improvement", type=float, default=0.0, show_default=True),
     click.option("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE, show_default=True),
 )

@@ -36,6 +36,7 @@ from taxi_duration.core.params import (
     check_min_improvement,
     check_model_name,
     check_positive,
+    check_refit_engine,
     check_sample_rows,
     check_taxi,
     check_tolerance,
@@ -75,6 +76,8 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
     check_positive(params["parallelism"], "parallelism")
     check_sample_rows(params["hpo_sample_rows"])
     check_tolerance(params["rmse_tolerance"])
+    check_refit_engine(params["engine"])
+    check_positive(params["num_workers"], "num_workers")
     check_model_name(params["model_name"])
     check_min_improvement(params["min_improvement"])
     check_confidence(params["min_confidence"])
@@ -97,7 +100,7 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
         INGEST: data,
         FEATURIZE: pick("features", "encoding", "min_duration", "max_duration"),
         HPO: budget,
-        TRAIN_BEST: pick("rmse_tolerance"),
+        TRAIN_BEST: pick("rmse_tolerance", "engine", "spark_master", "num_workers"),
         REGISTER: pick("model_name", "min_improvement", "min_confidence"),
     }
     return [

@@ -39,6 +39,7 @@ from taxi_duration.core.errors import PipelineError
 from taxi_duration.core.params import ModelRef, Month
 from taxi_duration.core.reuse import unquote
 from taxi_duration.data import outputs
+from taxi_duration.data.spark import session as spark_session
 from taxi_duration.data.tlc import null_count, read_trips
 from taxi_duration.model import monitoring
 from taxi_duration.model.drift import (
@@ -256,7 +257,7 @@ def score_with_spark(
     monitor: Monitor,
 ) -> list[MonthResult]:
     """Score each month on Spark: Spark's parquet reader, the models as UDFs, one file out."""
-    session = spark.session(master)
+    session = spark_session(master, "predict")
     try:
         udfs = spark.udfs(session, {used.column: used.uri for used in models})
         results = []

@@ -9,10 +9,7 @@ too: a cluster master needs those paths on a filesystem every executor sees.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +30,6 @@ from taxi_duration.data import outputs
 from taxi_duration.data.tlc import COLUMN_ALIASES, trip_columns
 from taxi_duration.tracking import pyfunc as model
 
-NEEDS_PYSPARK = "engine=spark needs pyspark; install it with pip install -e '.[spark]'"
 _SPARK_TYPES = {
     PICKUP: "timestamp_ntz",
     DROPOFF: "timestamp_ntz",
@@ -42,43 +38,6 @@ _SPARK_TYPES = {
     DISTANCE: "double",
 }
 _NANOS_PER_MICRO = 1000
-
-
-def check_pyspark() -> None:
-    """Fail in one line, before any run starts, when pyspark is not installed."""
-    try:
-        import pyspark  # noqa: F401
-    except ImportError:
-        raise PipelineError(NEEDS_PYSPARK) from None
-
-
-def session(master: str) -> Any:
-    """A Spark session on `master` whose executors run this interpreter.
-
-    Timestamps are read and cast in UTC, so wall-clock times come out as pandas reads them;
-    nanosecond timestamps (which Spark cannot read as timestamps) come in as integers and are
-    converted to microseconds, as the pandas engine's Arrow cast does.
-    """
-    check_pyspark()
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    # pyspark 4.3 warns on every UDF that it does not fully support pandas 3; the UDF here only
-    # hands plain numeric columns over, which works (tests/integration compares both engines).
-    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
-    spark = (
-        SparkSession.builder.master(master)
-        .appName("nyc-taxi-duration-predict")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.legacy.parquet.nanosAsLong", "true")
-        # A malformed value becomes a missing one (as in the pandas engine), not a failed job.
-        .config("spark.sql.ansi.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
 
 
 def read_trips(spark: Any, path: Path) -> Any:

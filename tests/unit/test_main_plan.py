@@ -29,6 +29,8 @@ DEFAULTS = {
     "spark_master": "local[*]",
     "hpo_sample_rows": 100_000,
     "rmse_tolerance": 0.0,
+    "engine": "local",
+    "num_workers": 2,
     "model_name": "nyc-taxi-duration",
     "min_improvement": 0.0,
     "min_confidence": 0.99,

@@ -1,0 +1,69 @@
+"""train_best's refit on Spark (engine=spark): the chosen trial trained by xgboost.spark's
+SparkXGBRegressor on a Spark DataFrame that Spark reads from the splits' parquet files, so the
+rows never pass through pandas on the driver; the fitted model's booster is the same kind of
+xgboost.Booster the local refit gives, and the registered pyfunc does not know which trained it.
+
+The zones stay categorical (feature_types "c"), with the codes the preprocessor gives them
+(zone ID - 1; unknown: missing), so the booster reads the pyfunc's matrices as the local one
+does; early stopping watches the validation split (validation_indicator_col).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from taxi_duration.core.contracts import DO, PU, TARGET, ZONE_IDS
+from taxi_duration.model.boosting import FIXED_PARAMS, FitResult
+
+VALIDATION = "is_validation"  # the column that tells the validation rows from the training ones
+
+
+def refit_on_spark(
+    spark: Any,
+    params: dict[str, Any],
+    train: Path,
+    val: Path,
+    columns: Sequence[str],
+    num_boost_round: int,
+    early_stopping_rounds: int,
+    seed: int,
+    num_workers: int,
+) -> FitResult:
+    """Train with early stopping on the validation split, on Spark; the booster cut at its best
+    iteration, with its validation RMSE as XGBoost measured it on the whole split."""
+    from pyspark.sql import functions as F
+    from xgboost.spark import SparkXGBRegressor
+
+    frames = [
+        spark.read.parquet(str(path)).withColumn(VALIDATION, F.lit(is_validation))
+        for path, is_validation in ((train, False), (val, True))
+    ]
+    rows = frames[0].unionByName(frames[1])
+    for zone in (PU, DO):  # the preprocessor's category codes: zone ID - 1, unknown missing
+        valid = F.col(zone).between(ZONE_IDS[0], ZONE_IDS[-1])
+        rows = rows.withColumn(zone, F.when(valid, F.col(zone) - ZONE_IDS[0]).cast("double"))
+    estimator = SparkXGBRegressor(
+        features_col=list(columns),
+        label_col=TARGET,
+        validation_indicator_col=VALIDATION,
+        feature_types=["c" if c in (PU, DO) else "q" for c in columns],
+        num_workers=num_workers,
+        force_repartition=True,  # the union's partitions never match the workers
+        n_estimators=num_boost_round,
+        early_stopping_rounds=early_stopping_rounds,
+        random_state=seed,
+        verbose=False,
+        **{k: v for k, v in FIXED_PARAMS.items() if k != "objective"},
+        **params,
+    )
+    started = time.perf_counter()
+    fitted = estimator.fit(rows)
+    seconds = time.perf_counter() - started
+    booster = fitted.get_booster()
+    attributes = booster.attributes()
+    n_trees = int(attributes.get("best_iteration", booster.num_boosted_rounds() - 1)) + 1
+    val_rmse = float(attributes.get("best_score", "nan"))
+    return FitResult(booster[:n_trees], val_rmse, n_trees, seconds)
