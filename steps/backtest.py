@@ -6,7 +6,8 @@ prefix of the backtest's own registered models, default nyc-taxi-duration-backte
 never moves the production champion), drift_psi, tolerance, and every parameter of main but its
 months and force (taxi, source, cache_dir, features, encoding, min_duration, max_duration,
 max_evals, seed, num_boost_round, early_stopping_rounds, backend, parallelism, spark_master,
-hpo_sample_rows, rmse_tolerance, engine, num_workers, min_improvement, min_confidence), passed through.
+hpo_sample_rows, rmse_tolerance, engine, num_workers, early_stopping_rows, min_improvement,
+min_confidence), passed through.
 The first month's model is trained as retrain trains it (the window that ends at that month), in
 a registered model of each policy's own (`<model_name>-<policy>-<first 8 characters of this
 run's id>`), and is then frozen; each later month, each policy runs the retrain cycle (nested

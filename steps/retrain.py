@@ -7,7 +7,8 @@ only), window (training months, default 1), drift_psi and tolerance (what makes 
 `degraded`, as for predict), model_name, and every parameter of main but its months and force
 (taxi, source, cache_dir, features, encoding, min_duration, max_duration, max_evals, seed,
 num_boost_round, early_stopping_rounds, backend, parallelism, spark_master, hpo_sample_rows,
-rmse_tolerance, engine, num_workers, min_improvement, min_confidence), passed through.
+rmse_tolerance, engine, num_workers, early_stopping_rows, min_improvement, min_confidence),
+passed through.
 Every month of the window is checked to be in the source before any work; then a nested predict
 scores the champion on the month, and when it retrains a nested main trains on months
 month - window - 1 .. month - 2, validates on month - 1 and tests on month, so register compares

@@ -6,7 +6,9 @@ engine (local: in this process; spark: xgboost.spark on a Spark DataFrame read f
 parquet, the rows never in pandas on the driver, categorical encoding only), spark_master and
 num_workers (the Spark trainers). Both engines give the same kind of booster and model.
 hpo may have searched on a sample of the rows (hpo_sample_rows); the refit trains on all rows of
-the training month(s) with early stopping on the whole validation month.
+the training month(s), its early stopping scoring a seeded sample of early_stopping_rows rows of
+the validation month after every round (default 500000; 0 = the whole month), and its
+validation RMSE is measured on the whole month.
 Artifacts: the pyfunc model `model` (raw records in, minutes out; signature and input example),
 predictions/test.parquet (its predictions of the test trips, which register pairs with the
 champion's); inside the model, reference_profile.json (the training trips' distance deciles,
@@ -18,7 +20,8 @@ plots/test_errors.png
 input's share of the gain). The model's metadata names its feature set and input columns; its
 input example holds five test trips as a request carries them.
 Metrics: val_rmse, test_rmse, training_seconds, n_trees, train_rows and val_rows (the rows the
-refit used: every row, whatever sample hpo searched on), and MLflow's standard regression
+refit used: every row, whatever sample hpo searched on), stopping_val_rows and stopping_val_rmse
+(the rows early stopping watched, and the RMSE on them), and MLflow's standard regression
 metrics of the test month (mlflow.models.evaluate: root_mean_squared_error,
 mean_absolute_error, r2_score, mean_absolute_percentage_error, max_error, ...), which are also
 linked to the logged model. Tags model_uri (models:/m-...), features, encoding.
@@ -37,6 +40,7 @@ import pandas as pd
 
 from taxi_duration.core.contracts import (
     BOOSTER_FILE,
+    DEFAULT_EARLY_STOPPING_ROWS,
     FEATURE_IMPORTANCE_PLOT,
     FEATURIZE,
     LIBRARY,
@@ -58,7 +62,12 @@ from taxi_duration.core.contracts import (
     trips_split_path,
 )
 from taxi_duration.core.errors import PipelineError
-from taxi_duration.core.params import check_positive, check_refit_engine, check_tolerance
+from taxi_duration.core.params import (
+    check_positive,
+    check_refit_engine,
+    check_sample_rows,
+    check_tolerance,
+)
 from taxi_duration.core.reuse import digest_files, digest_values
 from taxi_duration.data.spark import check_pyspark
 from taxi_duration.data.spark import session as spark_session
@@ -95,13 +104,26 @@ from taxi_duration.tracking.trials import candidates_of
 @click.option("--engine", default="local", show_default=True, help="local or spark.")
 @click.option("--spark-master", default="local[*]", show_default=True)
 @click.option("--num-workers", type=int, default=2, show_default=True, help="Spark trainers.")
+@click.option(
+    "--early-stopping-rows",
+    type=int,
+    default=DEFAULT_EARLY_STOPPING_ROWS,
+    show_default=True,
+    help="Validation rows early stopping scores (0 = all).",
+)
 @exits_cleanly(TRAIN_BEST)
 def main(
-    hpo_run: str, rmse_tolerance: float, engine: str, spark_master: str, num_workers: int
+    hpo_run: str,
+    rmse_tolerance: float,
+    engine: str,
+    spark_master: str,
+    num_workers: int,
+    early_stopping_rows: int,
 ) -> None:
     check_tolerance(rmse_tolerance)
     check_refit_engine(engine)
     check_positive(num_workers, "num_workers")
+    check_sample_rows(early_stopping_rows, "early_stopping_rows")
     if engine == "spark":
         check_pyspark()
     with runs.step_run(TRAIN_BEST) as run:
@@ -112,6 +134,7 @@ def main(
                 "engine": engine,
                 "spark_master": spark_master,
                 "num_workers": num_workers,
+                "early_stopping_rows": early_stopping_rows,
             }
         )
         hpo = runs.read_upstream(TRAIN_BEST, hpo_run)
@@ -124,11 +147,8 @@ def main(
         preprocessor = load_preprocessor(preprocessor_path)
 
         budget = hpo.data.params
-        stopping = (
-            int(budget["num_boost_round"]),
-            int(budget["early_stopping_rounds"]),
-            int(budget["seed"]),
-        )
+        seed = int(budget["seed"])
+        stopping = (int(budget["num_boost_round"]), int(budget["early_stopping_rounds"]), seed)
         if engine == "spark":
             if encoding != "categorical":
                 raise PipelineError(
@@ -145,18 +165,29 @@ def main(
                     matrix_file_columns(paths["train"]),
                     *stopping,
                     num_workers,
+                    early_stopping_rows,
                 )
             finally:
                 spark.stop()
-            metrics = featurize.data.metrics
-            rows = {"train_rows": metrics["train_rows_kept"], "val_rows": metrics["val_rows_kept"]}
+            train_rows = int(featurize.data.metrics["train_rows_kept"])
+            val = load_matrix(paths["val"])
         else:
             train, val = (load_matrix(paths[s]) for s in ("train", "val"))
-            rows = {"train_rows": train.rows, "val_rows": val.rows}
-            dtrain, dval = boosting.dmatrices(train, val)
-            del train, val
+            train_rows = train.rows
+            watched = boosting.stopping_rows(val, early_stopping_rows, seed)
+            dtrain, dval = boosting.dmatrices(train, watched)
+            del train, watched
             runs.autolog_xgboost()
             fit = boosting.fit(chosen.params, dtrain, dval, *stopping)
+            del dtrain, dval
+        val_rmse = fit.val_rmse if fit.val_rows == val.rows else boosting.score(fit.booster, val)
+        rows = {
+            "train_rows": train_rows,
+            "val_rows": val.rows,
+            "stopping_val_rows": fit.val_rows,
+            "stopping_val_rmse": fit.val_rmse,
+        }
+        del val
         test = load_matrix(paths["test"])
         test_pred = fit.booster.predict(boosting.dmatrix(test))
         test_rmse = rmse(test.y, test_pred)
@@ -196,7 +227,7 @@ def main(
         )
         runs.log_figure(plot_feature_importance(shares), FEATURE_IMPORTANCE_PLOT)
         metrics = {
-            "val_rmse": fit.val_rmse,
+            "val_rmse": val_rmse,
             "test_rmse": test_rmse,
             "training_seconds": fit.seconds,
             "n_trees": fit.n_trees,
@@ -236,7 +267,7 @@ def main(
         )
         print(
             f"train_best: runs:/{run.info.run_id} trial {chosen.run_id} -> val RMSE "
-            f"{fit.val_rmse:.4f}, test RMSE {test_rmse:.4f}, model {model_uri}"
+            f"{val_rmse:.4f}, test RMSE {test_rmse:.4f}, model {model_uri}"
         )
 
 

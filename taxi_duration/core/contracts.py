@@ -80,6 +80,9 @@ DEFAULT_MONTHS: Final = {"train": "2021-01", "val": "2021-02", "test": "2021-03"
 # hpo searches on a seeded sample of this many rows of each split (0 = all rows); chosen by
 # measurement on a yellow-taxi-sized month (docs/big-months.md). Green months are smaller.
 DEFAULT_HPO_SAMPLE_ROWS: Final = 100_000
+# train_best's early stopping scores a seeded sample of this many validation rows after every
+# round (0 = all); on a 3-million-row month it stops where the whole month does (same doc).
+DEFAULT_EARLY_STOPPING_ROWS: Final = 500_000
 # register: how sure the paired comparison must be that a candidate's error is lower than the
 # champion's before it replaces it; measured on equal models (docs/model-management.md).
 DEFAULT_MIN_CONFIDENCE: Final = 0.99

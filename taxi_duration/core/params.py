@@ -187,12 +187,10 @@ def check_positive(value: int, name: str) -> int:
     return value
 
 
-def check_sample_rows(rows: int) -> int:
+def check_sample_rows(rows: int, name: str = "hpo_sample_rows") -> int:
     """Require a sample size of 0 (every row) or more."""
     if rows < 0:
-        raise PipelineError(
-            f"hpo_sample_rows must be 0 (search on every row) or a row count, got {rows}"
-        )
+        raise PipelineError(f"{name} must be 0 (every row) or a row count, got {rows}")
     return rows
 
 

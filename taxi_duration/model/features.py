@@ -369,6 +369,20 @@ class FeatureMatrix:
         return int(self.X.shape[1])
 
 
+def sample_rows(matrix: FeatureMatrix, rows: int, rng: np.random.Generator) -> FeatureMatrix:
+    """A random sample of `rows` rows of `matrix`, kept in their original order; the whole
+    matrix when `rows` is 0 or not smaller than it."""
+    if rows == 0 or rows >= matrix.rows:
+        return matrix
+    picked = np.sort(rng.choice(matrix.rows, size=rows, replace=False))
+    X = (
+        matrix.X.iloc[picked].reset_index(drop=True)
+        if isinstance(matrix.X, pd.DataFrame)
+        else matrix.X[picked]
+    )
+    return FeatureMatrix(X, matrix.y[picked])
+
+
 def save_matrix(matrix: FeatureMatrix, path: Path) -> None:
     """Write a matrix in the format its file name says, byte for byte the same for the same
     matrix (its digest is featurize's reuse key: see taxi_duration/core/reuse.py)."""

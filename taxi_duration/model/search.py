@@ -28,7 +28,7 @@ from taxi_duration.core.contracts import LIBRARY, PROJECT_DIR, SEARCH_PLOT, TRIA
 from taxi_duration.core.errors import PipelineError
 from taxi_duration.core.reuse import digest_values
 from taxi_duration.model import boosting
-from taxi_duration.model.features import FeatureMatrix
+from taxi_duration.model.features import FeatureMatrix, sample_rows
 
 # Measured with 50 trials on green 2021-01/02/03 (docs/pipeline.md). Depth above 12 costs
 # seconds a trial for worse models. Learning rates below 0.08 bought 0.4% of RMSE for twice the
@@ -207,20 +207,6 @@ def require_trials(results: list[TrialResult]) -> list[TrialResult]:
             "every trial failed; see the FAILED trial runs under this run (tag error) for why"
         )
     return results
-
-
-def sample_rows(matrix: FeatureMatrix, rows: int, rng: np.random.Generator) -> FeatureMatrix:
-    """A random sample of `rows` rows of `matrix`, kept in their original order; the whole
-    matrix when `rows` is 0 or not smaller than it."""
-    if rows == 0 or rows >= matrix.rows:
-        return matrix
-    picked = np.sort(rng.choice(matrix.rows, size=rows, replace=False))
-    X = (
-        matrix.X.iloc[picked].reset_index(drop=True)
-        if isinstance(matrix.X, pd.DataFrame)
-        else matrix.X[picked]
-    )
-    return FeatureMatrix(X, matrix.y[picked])
 
 
 def search_sample(

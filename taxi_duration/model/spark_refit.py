@@ -5,7 +5,8 @@ xgboost.Booster the local refit gives, and the registered pyfunc does not know w
 
 The zones stay categorical (feature_types "c"), with the codes the preprocessor gives them
 (zone ID - 1; unknown: missing), so the booster reads the pyfunc's matrices as the local one
-does; early stopping watches the validation split (validation_indicator_col).
+does; early stopping watches the validation split (validation_indicator_col), or a seeded
+sample of about `stopping_rows` of its rows (Spark's rand(seed), so the count is near, not exact).
 """
 
 from __future__ import annotations
@@ -31,17 +32,24 @@ def refit_on_spark(
     early_stopping_rounds: int,
     seed: int,
     num_workers: int,
+    stopping_rows: int = 0,
 ) -> FitResult:
-    """Train with early stopping on the validation split, on Spark; the booster cut at its best
-    iteration, with its validation RMSE as XGBoost measured it on the whole split."""
+    """Train with early stopping on the validation split (0) or a sample of about
+    `stopping_rows` of its rows, on Spark; the booster cut at its best iteration, with the RMSE
+    XGBoost measured on the rows early stopping watched."""
     from pyspark.sql import functions as F
     from xgboost.spark import SparkXGBRegressor
 
-    frames = [
-        spark.read.parquet(str(path)).withColumn(VALIDATION, F.lit(is_validation))
-        for path, is_validation in ((train, False), (val, True))
-    ]
-    rows = frames[0].unionByName(frames[1])
+    stopping = spark.read.parquet(str(val))
+    total = stopping.count()
+    if 0 < stopping_rows < total:
+        stopping = stopping.where(F.rand(seed) < stopping_rows / total).cache()
+        total = stopping.count()
+    rows = (
+        spark.read.parquet(str(train))
+        .withColumn(VALIDATION, F.lit(False))
+        .unionByName(stopping.withColumn(VALIDATION, F.lit(True)))
+    )
     for zone in (PU, DO):  # the preprocessor's category codes: zone ID - 1, unknown missing
         valid = F.col(zone).between(ZONE_IDS[0], ZONE_IDS[-1])
         rows = rows.withColumn(zone, F.when(valid, F.col(zone) - ZONE_IDS[0]).cast("double"))
@@ -66,4 +74,4 @@ def refit_on_spark(
     attributes = booster.attributes()
     n_trees = int(attributes.get("best_iteration", booster.num_boosted_rounds() - 1)) + 1
     val_rmse = float(attributes.get("best_score", "nan"))
-    return FitResult(booster[:n_trees], val_rmse, n_trees, seconds)
+    return FitResult(booster[:n_trees], val_rmse, n_trees, seconds, total)

@@ -12,6 +12,7 @@ import click
 
 from taxi_duration.core.contracts import (
     DEFAULT_CACHE_DIR,
+    DEFAULT_EARLY_STOPPING_ROWS,
     DEFAULT_FEATURES,
     DEFAULT_HPO_SAMPLE_ROWS,
     DEFAULT_MIN_CONFIDENCE,
@@ -74,6 +75,9 @@ TRAINING_OPTIONS = (
     click.option("--rmse-tolerance", type=float, default=0.0, show_default=True),
     click.option("--engine", default="local", show_default=True, help="Refit: local or spark."),
     click.option("--num-workers", type=int, default=2, show_default=True, help="Spark trainers."),
+    click.option(
+        "--early-stopping-rows", type=int, default=DEFAULT_EARLY_STOPPING_ROWS, show_default=True
+    ),
     click.option("--min-improvement", type=float, default=0.0, show_default=True),
     click.option("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE, show_default=True),
 )

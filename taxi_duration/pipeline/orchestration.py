@@ -78,6 +78,7 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
     check_tolerance(params["rmse_tolerance"])
     check_refit_engine(params["engine"])
     check_positive(params["num_workers"], "num_workers")
+    check_sample_rows(params["early_stopping_rows"], "early_stopping_rows")
     check_model_name(params["model_name"])
     check_min_improvement(params["min_improvement"])
     check_confidence(params["min_confidence"])
@@ -100,7 +101,9 @@ def plan(params: dict[str, Any]) -> list[StepCall]:
         INGEST: data,
         FEATURIZE: pick("features", "encoding", "min_duration", "max_duration"),
         HPO: budget,
-        TRAIN_BEST: pick("rmse_tolerance", "engine", "spark_master", "num_workers"),
+        TRAIN_BEST: pick(
+            "rmse_tolerance", "engine", "spark_master", "num_workers", "early_stopping_rows"
+        ),
         REGISTER: pick("model_name", "min_improvement", "min_confidence"),
     }
     return [

@@ -18,11 +18,12 @@ from taxi_duration.core.contracts import (
     SCORING_COLUMNS,
     TARGET,
     TRIP_COLUMNS,
+    matrix_split_path,
     raw_split_path,
     trips_split_path,
 )
 from taxi_duration.data.tlc import parquet_digest, source_fingerprint
-from taxi_duration.model import features
+from taxi_duration.model import boosting, features
 from tests.conftest import DATA_DIR, FAST_HPO
 from tests.integration.test_steps import Store, rid
 
@@ -30,6 +31,7 @@ WINDOW = ["2023-02", "2023-03", "2023-04"]
 MONTHS = ["--taxi", "yellow", "--train-month", "2023-02..2023-04"]
 MONTHS += ["--val-month", "2024-01", "--test-month", "2024-03", "--source", str(DATA_DIR)]
 SAMPLE = 500  # rows of each split the search runs on (the samples keep ~970 of 1000 a month)
+STOPPING = 400  # validation rows the sampled refit's early stopping watches
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,9 @@ def window(tmp_path_factory):
     uris["hpo"] = store.ok("hpo", "--features-run", uris["featurize"], *hpo_args)
     uris["hpo_again"] = store.ok("hpo", "--features-run", uris["featurize"], *hpo_args)
     uris["train_best"] = store.ok("train_best", "--hpo-run", uris["hpo"])
+    uris["train_best_sampled"] = store.ok(
+        "train_best", "--hpo-run", uris["hpo"], "--early-stopping-rows", str(STOPPING)
+    )
     return store, uris
 
 
@@ -123,3 +128,30 @@ def test_train_best_refits_on_every_row_and_validates_on_the_whole_month(window)
     assert features.rmse(val[TARGET].to_numpy(), predicted) == pytest.approx(
         trained.data.metrics["val_rmse"], rel=1e-5
     )
+
+
+def test_train_best_stops_on_a_sample_and_still_validates_on_the_whole_month(window):
+    store, uris = window
+    whole = store.client.get_run(rid(uris["train_best"])).data
+    sampled = store.client.get_run(rid(uris["train_best_sampled"])).data
+    val_rows = whole.metrics["val_rows"]
+    # the default (500,000) is more than the month: early stopping watched all of it
+    assert whole.params["early_stopping_rows"] == "500000"
+    assert whole.metrics["stopping_val_rows"] == val_rows
+    assert whole.metrics["stopping_val_rmse"] == pytest.approx(whole.metrics["val_rmse"])
+    # the sampled refit watched STOPPING seeded rows, and measured val_rmse on every row
+    assert sampled.params["early_stopping_rows"] == str(STOPPING)
+    assert sampled.metrics["stopping_val_rows"] == STOPPING < val_rows
+    assert sampled.metrics["val_rows"] == val_rows
+    mlflow.set_tracking_uri(store.uri)
+    booster = mlflow.pyfunc.load_model(sampled.tags[MODEL_URI_TAG]).unwrap_python_model().booster
+    val = features.load_matrix(
+        store.artifact(rid(uris["featurize"]), matrix_split_path("val", "categorical"))
+    )
+    seed = int(store.client.get_run(rid(uris["hpo"])).data.params["seed"])  # the search's
+    watched = boosting.stopping_rows(val, STOPPING, seed)
+    assert sampled.metrics["stopping_val_rmse"] == pytest.approx(
+        boosting.score(booster, watched), rel=1e-5
+    )
+    assert sampled.metrics["val_rmse"] == pytest.approx(boosting.score(booster, val), rel=1e-5)
+    assert sampled.metrics["val_rmse"] != pytest.approx(sampled.metrics["stopping_val_rmse"])

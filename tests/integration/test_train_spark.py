@@ -12,8 +12,15 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from taxi_duration.core.contracts import EXPERIMENT_NAME, MODEL_URI_TAG, STEP_TAG, trips_split_path
-from taxi_duration.model.features import load_preprocessor, model_input
+from taxi_duration.core.contracts import (
+    EXPERIMENT_NAME,
+    MODEL_URI_TAG,
+    STEP_TAG,
+    matrix_split_path,
+    trips_split_path,
+)
+from taxi_duration.model.boosting import score
+from taxi_duration.model.features import load_matrix, load_preprocessor, model_input
 from tests.conftest import TrainedStore, run_step
 
 pytest.importorskip("pyspark")
@@ -42,10 +49,14 @@ def test_the_spark_refit_matches_the_local_one_and_registers_like_it(store_copy:
         store_copy,
         "train_best",
         "--hpo-run", hpo_uri, "--engine", "spark", "--spark-master", "local[2]",
-        "--num-workers", "2",
+        "--num-workers", "2", "--early-stopping-rows", "500",
     )  # fmt: skip
     assert spark.data.tags["selected_trial_run_id"] == local.data.tags["selected_trial_run_id"]
     assert spark.data.params["engine"] == "spark"
+    # early stopping watched about 500 seeded rows; val_rmse is still the whole month's
+    val_rows = local.data.metrics["val_rows"]
+    assert spark.data.metrics["val_rows"] == val_rows
+    assert 400 < spark.data.metrics["stopping_val_rows"] < 600 < val_rows
     assert spark.data.metrics["val_rmse"] == pytest.approx(local.data.metrics["val_rmse"], rel=0.01)
     assert spark.data.metrics["test_rmse"] == pytest.approx(
         local.data.metrics["test_rmse"], rel=0.01
@@ -71,3 +82,11 @@ def test_the_spark_refit_matches_the_local_one_and_registers_like_it(store_copy:
     np.testing.assert_array_equal(
         served, booster.predict(xgb.DMatrix(matrix, enable_categorical=True))
     )
+    val = load_matrix(
+        Path(
+            client.download_artifacts(
+                featurize.info.run_id, matrix_split_path("val", "categorical")
+            )
+        )
+    )
+    assert spark.data.metrics["val_rmse"] == pytest.approx(score(booster, val), rel=1e-5)

@@ -166,6 +166,34 @@ def test_search_sample_takes_rows_of_a_sparse_onehot_matrix():
     np.testing.assert_array_equal(sampled.X.toarray(), dense[picked])
 
 
+def test_the_refit_stops_on_a_seeded_sample_of_the_validation_month():
+    val = numbered(4000, 1)
+    watched = boosting.stopping_rows(val, 1000, seed=42)
+    assert watched.rows == 1000
+    np.testing.assert_array_equal(watched.y, boosting.stopping_rows(val, 1000, seed=42).y)
+    assert not np.array_equal(watched.y, boosting.stopping_rows(val, 1000, seed=43).y)
+    # not the rows the search validated on with the same seed
+    _, searched = search_sample(numbered(5000, 0), val, 1000, seed=42)
+    assert not np.array_equal(watched.y, searched.y)
+    for rows in (0, 4000, 10_000):  # 0, or no fewer rows than the month: all of it
+        assert boosting.stopping_rows(val, rows, seed=42) is val
+
+
+def test_a_fit_reports_the_rows_it_stopped_on_and_scores_any_split():
+    train, val = synthetic(2000, 0), synthetic(3000, 1)
+    watched = boosting.stopping_rows(val, 500, seed=7)
+    dtrain, dval = boosting.dmatrices(train, watched)
+    fit = boosting.fit({"max_depth": 3, "learning_rate": 0.3}, dtrain, dval, 60, 5, seed=7)
+    assert fit.val_rows == 500
+    assert fit.val_rmse == pytest.approx(boosting.score(fit.booster, watched), rel=1e-6)
+    whole = boosting.score(fit.booster, val)
+    assert whole == pytest.approx(
+        float(np.sqrt(np.mean((fit.booster.predict(boosting.dmatrix(val)) - val.y) ** 2))),
+        rel=1e-6,
+    )
+    assert whole != fit.val_rmse
+
+
 def test_the_search_sample_is_part_of_what_train_best_reads():
     results = [TrialResult(0, {"max_depth": 4}, 6.5, 10, 0.1, "a")]
     assert results_digest("abc", BUDGET, 0, results) != results_digest("abc", BUDGET, 1000, results)

@@ -31,6 +31,7 @@ DEFAULTS = {
     "rmse_tolerance": 0.0,
     "engine": "local",
     "num_workers": 2,
+    "early_stopping_rows": 500_000,
     "model_name": "nyc-taxi-duration",
     "min_improvement": 0.0,
     "min_confidence": 0.99,
@@ -79,6 +80,7 @@ def test_plan_splits_parameters_into_the_five_steps_in_order():
         ({"train_month": "2021-01..2020-11"}, "ends before it starts"),
         ({"val_month": "2021-02..2021-03"}, "val_month must look like YYYY-MM"),
         ({"hpo_sample_rows": -1}, "hpo_sample_rows must be 0"),
+        ({"early_stopping_rows": -1}, "early_stopping_rows must be 0"),
         ({"min_improvement": -0.1}, "min_improvement must be >= 0"),
         ({"min_improvement": float("nan")}, "min_improvement must be >= 0"),
     ],
@@ -86,6 +88,17 @@ def test_plan_splits_parameters_into_the_five_steps_in_order():
 def test_plan_refuses_bad_parameters_before_any_step(override, message):
     with pytest.raises(PipelineError, match=message):
         plan(DEFAULTS | override)
+
+
+def test_plan_passes_the_refit_options_to_train_best():
+    train_best = plan(DEFAULTS | {"early_stopping_rows": 0, "engine": "spark"})[3]
+    assert train_best.params == {
+        "rmse_tolerance": 0.0,
+        "engine": "spark",
+        "spark_master": "local[*]",
+        "num_workers": 2,
+        "early_stopping_rows": 0,
+    }
 
 
 def test_plan_passes_min_improvement_to_register():
