@@ -10,12 +10,16 @@ for real, in one process tree on this machine, in a temporary directory; nothing
 3. the default `main` (50 trials): wall time, each step's own time, orchestration overhead,
    best validation and test RMSE; then the same command again (everything reused);
 4. big months: yellow-layout months built from the real green months (renamed to tpep_, with
-   yellow's extra columns; --scale-rows rows each, 3.3 million by default: a yellow month), one
-   month and a three-month window of them (about 10 million rows), each through the default
-   `main` (50 trials, searching on a sample): per step run time, peak RSS and the time of the
-   step's own work, validation and test RMSE, the machine's load while it ran; then, on months
-   of --compare-rows trips (small enough to search on every row), the default against
-   `hpo_sample_rows=0` with the same budget (--compare-evals trials each).
+   yellow's extra columns, each trip keeping its time of day and weekday; training months of
+   --scale-rows trips, 3.3 million by default: a yellow month; validation and test months of
+   --val-rows, 1 million), one month and a three-month window of them (about 10 million rows),
+   each through the default `main` (50 trials, searching on a sample): per step run time, peak
+   RSS and the time of the step's own work, validation and test RMSE, the machine's load while
+   it ran; the month again with early stopping on the whole validation month
+   (early_stopping_rows=0: only train_best and register run again); then, on months of distinct
+   real trips (the trips of the big months repeat, so a sample of them holds nearly every
+   distinct trip), the default against `hpo_sample_rows=0` with the same budget
+   (--compare-evals trials each, more than TPE's 20 random start-up trials).
 
 Prints a table and writes it all as JSON (--out).
 """
@@ -231,13 +235,17 @@ def as_yellow(path: Path) -> pa.Table:
 
 def yellow_month(pool: pa.Table, month: str, rows: int, seed: int) -> pa.Table:
     """`rows` trips of `pool` (each repeated as often as needed, shuffled) moved into `month`:
-    same day of month (up to the 28th), time of day and duration."""
+    the same time of day, day of the week and duration, on the first day of `month` from their
+    own day of the month on that falls on their weekday (a week earlier past the 28th)."""
     pickup = pool["tpep_pickup_datetime"].to_pandas()
     dropoff = pool["tpep_dropoff_datetime"].to_pandas()
-    offset = pd.to_timedelta(pickup.dt.day.clip(upper=28) - 1, unit="D")
-    offset += pickup - pickup.dt.normalize()
+    first = pd.Timestamp(f"{month}-01")
+    day = pickup.dt.day.clip(upper=28) - 1
+    day += (pickup.dt.day_of_week - (first.day_of_week + day)) % 7  # the next day on that weekday
+    day = day.where(day < 28, day - 7)
+    offset = pd.to_timedelta(day, unit="D") + (pickup - pickup.dt.normalize())
     picked = np.random.default_rng(seed).permutation(np.resize(np.arange(pool.num_rows), rows))
-    moved = (pd.Timestamp(f"{month}-01") + offset.iloc[picked]).to_numpy("datetime64[us]")
+    moved = (first + offset.iloc[picked]).to_numpy("datetime64[us]")
     trip = (dropoff - pickup).iloc[picked].to_numpy("timedelta64[us]")
     table = pool.take(pa.array(picked))
     for column, values in (
@@ -249,10 +257,52 @@ def yellow_month(pool: pa.Table, month: str, rows: int, seed: int) -> pa.Table:
     return table
 
 
-def build_big_months(data: Path, folder: Path, rows: int) -> dict[str, Any]:
-    """Write BIG_MONTHS as yellow files of `rows` trips each; training months come from every
-    real green month except the two the validation and test months come from."""
+def build_big_months(data: Path, folder: Path, rows: int, val_rows: int) -> dict[str, Any]:
+    """Write BIG_MONTHS as yellow files: training months of `rows` trips, the validation and test
+    months of `val_rows`; training months come from every real green month except the two the
+    validation and test months come from."""
     folder.mkdir(parents=True, exist_ok=True)
+    train_pool, val_pool, test_pool = pools(data)
+    sizes = [rows] * 3 + [val_rows] * 2
+    for seed, (month, pool, size) in enumerate(
+        zip(BIG_MONTHS, [train_pool] * 3 + [val_pool, test_pool], sizes, strict=True)
+    ):
+        table = yellow_month(pool, month, size, seed)
+        pq.write_table(table, folder / f"yellow_tripdata_{month}.parquet")
+    return {
+        "rows_per_month": rows,
+        "val_test_rows": val_rows,
+        "unique_training_trips": train_pool.num_rows,
+        "note": f"training months: the {train_pool.num_rows:,} trips of the real green months "
+        f"other than {VAL_SOURCE}/{TEST_SOURCE}, repeated and shuffled; validation and test "
+        f"months: the {val_pool.num_rows:,} and {test_pool.num_rows:,} trips of {VAL_SOURCE} "
+        f"and {TEST_SOURCE}, repeated",
+    }
+
+
+def build_distinct_months(data: Path, folder: Path) -> dict[str, Any]:
+    """The comparison months, every trip a distinct real one: a training month of all the real
+    green trips but the validation and test months' (each once, shuffled), and those two months
+    as they are, moved to BIG_MONTHS[3] and [4]."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train_pool, val_pool, test_pool = pools(data)
+    for seed, (month, pool) in enumerate(
+        zip(BIG_MONTHS[2:], (train_pool, val_pool, test_pool), strict=True)
+    ):
+        table = yellow_month(pool, month, pool.num_rows, seed)
+        pq.write_table(table, folder / f"yellow_tripdata_{month}.parquet")
+    return {
+        "rows_per_month": train_pool.num_rows,
+        "val_test_rows": val_pool.num_rows,
+        "note": f"every trip once: the {train_pool.num_rows:,} real green trips of the months "
+        f"other than {VAL_SOURCE}/{TEST_SOURCE} as one training month, those two as validation "
+        f"({val_pool.num_rows:,}) and test ({test_pool.num_rows:,})",
+    }
+
+
+def pools(data: Path) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The real green trips as yellow records: the training pool (every month but the two held
+    out), the validation month's and the test month's."""
     sources = sorted(data.glob("green_tripdata_*.parquet"))
     held_out = {VAL_SOURCE, TEST_SOURCE}
     if not {p.stem.rsplit("_", 1)[1] for p in sources} > held_out:
@@ -260,19 +310,10 @@ def build_big_months(data: Path, folder: Path, rows: int) -> dict[str, Any]:
     train_pool = pa.concat_tables(
         [as_yellow(p) for p in sources if p.stem.rsplit("_", 1)[1] not in held_out]
     )
-    pools = [train_pool] * 3 + [
+    val_pool, test_pool = (
         as_yellow(data / f"green_tripdata_{m}.parquet") for m in (VAL_SOURCE, TEST_SOURCE)
-    ]
-    for seed, (month, pool) in enumerate(zip(BIG_MONTHS, pools, strict=True)):
-        table = yellow_month(pool, month, rows, seed)
-        pq.write_table(table, folder / f"yellow_tripdata_{month}.parquet")
-    return {
-        "rows_per_month": rows,
-        "unique_training_trips": train_pool.num_rows,
-        "note": f"training months: the {train_pool.num_rows:,} trips of the real green months "
-        f"other than {VAL_SOURCE}/{TEST_SOURCE}, repeated and shuffled; validation and test "
-        f"months: {VAL_SOURCE} and {TEST_SOURCE} repeated",
-    }
+    )
+    return train_pool, val_pool, test_pool
 
 
 def big_main(
@@ -312,6 +353,9 @@ def big_main(
         "n_trials": int(hpo.data.metrics["n_trials"]),
         "seconds_per_trial": round(hpo.data.metrics["seconds_per_trial"], 2),
         "refit_trees": int(trained.data.metrics["n_trees"]),
+        "stopping_val_rows": int(
+            trained.data.metrics.get("stopping_val_rows", trained.data.metrics["val_rows"])
+        ),
         "best_sample_val_rmse": round(hpo.data.metrics["best_rmse"], 4),
         "val_rmse": round(trained.data.metrics["val_rmse"], 4),
         "test_rmse": round(trained.data.metrics["test_rmse"], 4),
@@ -330,26 +374,29 @@ CORE_SECONDS = {
 
 
 def big_months(data: Path, work: Path, env: dict[str, str], args: argparse.Namespace) -> dict:
-    """The default main on one big month and on a window of them; then, on months small enough
-    that a search on every row is affordable (--compare-rows), the default (search on a sample,
-    refit on every row) against a search on every row with the same budget."""
+    """The default main on one big month and on a window of them, then the same month with
+    early stopping on the whole validation month; then, on months of distinct real trips (small
+    enough that a search on every row is affordable), the default (search on a sample, refit on
+    every row) against a search on every row with the same budget."""
     result: dict[str, Any] = {}
     plan: list[tuple[str, Path, str, dict[str, Any]]] = []
     if args.scale_rows:
         folder = work / "big-months"
-        result |= build_big_months(data, folder, args.scale_rows)
-        default = {"max_evals": args.scale_evals}
+        result |= build_big_months(data, folder, args.scale_rows, args.val_rows)
+        default = {"max_evals": args.scale_evals, **args.param}
         plan.append(("month", folder, BIG_MONTHS[2], default))
+        if args.stopping_compare:  # reuses the search: only the refit and register run again
+            plan.append(("month, stop on all", folder, BIG_MONTHS[2], {**default, STOP_ALL: 0}))
         if not args.skip_window:
             window = f"{BIG_MONTHS[0]}..{BIG_MONTHS[2]}"
             plan.append(("window", folder, window, default))
-    if args.compare_rows:
-        smaller = work / "compare-months"
-        result["compare"] = build_big_months(data, smaller, args.compare_rows)
-        budget = {"max_evals": args.compare_evals}
+    if args.compare_evals:
+        distinct = work / "distinct-months"
+        result["compare"] = build_distinct_months(data, distinct)
+        budget = {"max_evals": args.compare_evals, **args.param}
         plan += [
-            ("compare, sample", smaller, BIG_MONTHS[2], budget),
-            ("compare, all rows", smaller, BIG_MONTHS[2], {**budget, "hpo_sample_rows": 0}),
+            ("compare, sample", distinct, BIG_MONTHS[2], budget),
+            ("compare, all rows", distinct, BIG_MONTHS[2], {**budget, "hpo_sample_rows": 0}),
         ]
     result["runs"] = {}
     for name, source, train_month, extra in plan:
@@ -357,6 +404,9 @@ def big_months(data: Path, work: Path, env: dict[str, str], args: argparse.Names
         result["runs"][name] = big_main(source, train_month, extra, work, env)
         print(json.dumps({name: result["runs"][name]}), file=sys.stderr, flush=True)
     return result
+
+
+STOP_ALL = "early_stopping_rows"  # 0: early stopping on the whole validation month
 
 
 def table(result: dict[str, Any]) -> str:
@@ -404,10 +454,15 @@ def pipeline_table(result: dict[str, Any]) -> list[str]:
 def big_table(result: dict[str, Any]) -> list[str]:
     big = result["big_months"]
     runs = big["runs"]
+    lines = []
     if "rows_per_month" in big:
-        lines = [f"big months: {big['rows_per_month']:,} trips a month ({big['note']})", ""]
-    else:  # the comparison alone (--scale-rows 0)
-        lines = [f"comparison months: {big['compare']['rows_per_month']:,} trips each", ""]
+        lines.append(
+            f"big months: {big['rows_per_month']:,} trips a training month, "
+            f"{big['val_test_rows']:,} a validation and test month ({big['note']})"
+        )
+    if "compare" in big:
+        lines.append(f"comparison months: {big['compare']['note']}")
+    lines.append("")
     lines.append(
         f"{'run':<22}{'train rows':>12}{'searched':>11}{'trials':>7}{'wall s':>9}"
         f"{'val RMSE':>10}{'test RMSE':>11}{'refit trees':>13}{'load avg':>11}"
@@ -418,6 +473,17 @@ def big_table(result: dict[str, Any]) -> list[str]:
             f"{name:<22}{r['train_rows']:>12,}{r['search_train_rows']:>11,}{r['n_trials']:>7}"
             f"{r['wall_seconds']:>9.1f}{r['val_rmse']:>10.4f}{r['test_rmse']:>11.4f}"
             f"{r['refit_trees']:>13}{load:>11}"
+        )
+    if "month" in runs and "month, stop on all" in runs:
+        sampled, whole = runs["month"], runs["month, stop on all"]
+        gap = sampled["val_rmse"] / whole["val_rmse"] - 1
+        lines.append(
+            f"early stopping on {sampled['stopping_val_rows']:,} sampled validation rows against "
+            f"all {whole['stopping_val_rows']:,}: validation RMSE {gap:+.3%} (whole month, "
+            f"{sampled['val_rmse']:.4f} against {whole['val_rmse']:.4f}), refit "
+            f"{sampled['steps']['train_best']['core_seconds']:.0f} s against "
+            f"{whole['steps']['train_best']['core_seconds']:.0f} s, {sampled['refit_trees']} "
+            f"against {whole['refit_trees']} trees"
         )
     if "compare, sample" in runs and "compare, all rows" in runs:
         sampled, full = runs["compare, sample"], runs["compare, all rows"]
@@ -475,21 +541,44 @@ def main() -> None:
         "--scale-evals", type=int, default=50, help="trials of main on the big months (default 50)"
     )
     parser.add_argument(
-        "--compare-rows",
+        "--val-rows",
         type=int,
-        default=600_000,
-        help="trips a month for the sample-against-every-row comparison (0: skip it)",
+        default=1_000_000,
+        help="trips in the big validation and test months (default 1 million)",
     )
     parser.add_argument(
-        "--compare-evals", type=int, default=15, help="trials of each search in the comparison"
+        "--compare-evals",
+        type=int,
+        default=30,
+        help="trials of each search in the sample-against-every-row comparison, on months of "
+        "distinct real trips (more than TPE's 20 random start-up trials; 0: skip it)",
+    )
+    parser.add_argument(
+        "--no-stopping-compare",
+        dest="stopping_compare",
+        action="store_false",
+        help="skip the big month's refit with early stopping on the whole validation month",
+    )
+    parser.add_argument(
+        "-P",
+        dest="param",
+        action="append",
+        default=[],
+        type=lambda kv: tuple(kv.split("=", 1)),
+        help="a parameter of every big-month main, KEY=VALUE (repeatable)",
     )
     parser.add_argument("--skip-window", action="store_true", help="big month only, no window")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this folder and keep it (the store, the months)"
+    )
     args = parser.parse_args()
+    args.param = dict(args.param)
     data = args.data.resolve()
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        work = Path(tmp)
+        work = args.keep.resolve() if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'bench.db'}"
         env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
@@ -508,7 +597,7 @@ def main() -> None:
             result["course"] = {k: v for k, v in course.items() if not k.startswith("onehot_")}
             result |= pipeline(data, work, env, course, args.max_evals)
         print(json.dumps(result), file=sys.stderr, flush=True)
-        if args.scale_rows or args.compare_rows:
+        if args.scale_rows or args.compare_evals:
             result["big_months"] = big_months(data, work, env, args)
 
     print(table(result))
