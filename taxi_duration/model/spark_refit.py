@@ -7,6 +7,14 @@ The zones stay categorical (feature_types "c"), with the codes the preprocessor 
 (zone ID - 1; unknown: missing), so the booster reads the pyfunc's matrices as the local one
 does; early stopping watches the validation split (validation_indicator_col), or a seeded
 sample of about `stopping_rows` of its rows (Spark's rand(seed), so the count is near, not exact).
+
+Each trainer must see a partition as one Arrow batch: xgboost.spark (3.2) splits every batch into
+its training and validation rows, and with the features as a list of columns it fails with
+`KeyError: 'values'` on a batch that holds only one kind, which Spark's default of 10,000 rows a
+batch makes certain on any real month (the round-robin repartition keeps the rows of each input
+file together). So the refit lifts the row limit while it fits (`ARROW_BATCH_ROWS`); a batch is
+still bounded by `spark.sql.execution.arrow.maxBytesPerBatch`, and more `num_workers` make the
+partitions smaller.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from taxi_duration.core.contracts import DO, PU, TARGET, ZONE_IDS
 from taxi_duration.model.boosting import FIXED_PARAMS, FitResult
 
 VALIDATION = "is_validation"  # the column that tells the validation rows from the training ones
+ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"  # 0: no limit
 
 
 def refit_on_spark(
@@ -67,9 +76,14 @@ def refit_on_spark(
         **{k: v for k, v in FIXED_PARAMS.items() if k != "objective"},
         **params,
     )
-    started = time.perf_counter()
-    fitted = estimator.fit(rows)
-    seconds = time.perf_counter() - started
+    batch_rows = spark.conf.get(ARROW_BATCH_ROWS)
+    spark.conf.set(ARROW_BATCH_ROWS, "0")
+    try:
+        started = time.perf_counter()
+        fitted = estimator.fit(rows)
+        seconds = time.perf_counter() - started
+    finally:
+        spark.conf.set(ARROW_BATCH_ROWS, batch_rows)
     booster = fitted.get_booster()
     attributes = booster.attributes()
     n_trees = int(attributes.get("best_iteration", booster.num_boosted_rounds() - 1)) + 1

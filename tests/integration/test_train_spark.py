@@ -21,18 +21,20 @@ from taxi_duration.core.contracts import (
 )
 from taxi_duration.model.boosting import score
 from taxi_duration.model.features import load_matrix, load_preprocessor, model_input
+from taxi_duration.model.spark_refit import ARROW_BATCH_ROWS
 from tests.conftest import TrainedStore, run_step
 
 pytest.importorskip("pyspark")
 
 
-def step(store: TrainedStore, module: str, *args: str):
+def step(store: TrainedStore, module: str, *args: str, **env: str):
     done = run_step(
         module,
         *args,
         cwd=store.root,
         MLFLOW_TRACKING_URI=store.uri,
         MLFLOW_EXPERIMENT_NAME=EXPERIMENT_NAME,
+        **env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith(f"{module}: runs:/"))
@@ -50,6 +52,10 @@ def test_the_spark_refit_matches_the_local_one_and_registers_like_it(store_copy:
         "train_best",
         "--hpo-run", hpo_uri, "--engine", "spark", "--spark-master", "local[2]",
         "--num-workers", "2", "--early-stopping-rows", "500",
+        # Arrow batches of 64 rows: each trainer's partition arrives in many batches, some with
+        # no validation row, as every partition of a real month does at Spark's default of
+        # 10,000 (the samples alone fit in one batch, which hid xgboost.spark's KeyError)
+        PYSPARK_SUBMIT_ARGS=f"--conf {ARROW_BATCH_ROWS}=64 pyspark-shell",
     )  # fmt: skip
     assert spark.data.tags["selected_trial_run_id"] == local.data.tags["selected_trial_run_id"]
     assert spark.data.params["engine"] == "spark"
