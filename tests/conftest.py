@@ -53,6 +53,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(kinds[item], len(KINDS)))
 
 
+@pytest.fixture(autouse=True)
+def models_code_stays_with_them():
+    """Loading a model with code paths puts its code first on sys.path and drops the modules of
+    the same names, so they are imported from it; the models registered before the library
+    layout ship a `steps` package of their own. Undo that after each test, so a later test in
+    the same worker imports the project's `steps`, not a model's."""
+    path = list(sys.path)
+    yield
+    if sys.path == path:
+        return
+    sys.path[:] = path
+    ours = str(PROJECT_DIR / "steps")
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "steps" and not str(getattr(module, "__file__", "")).startswith(
+            ours
+        ):
+            del sys.modules[name]
+
+
 @pytest.fixture
 def data_dir() -> Path:
     return DATA_DIR

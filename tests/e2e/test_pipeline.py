@@ -213,12 +213,12 @@ def test_failing_step_fails_main_registers_nothing_and_honours_experiment_name(t
         "--experiment-name",
         "my-experiment",
         cwd=tmp_path,
-        params={**PARAMS, "test_month": "2021-05"},
+        params={**PARAMS, "test_month": "2021-06"},
         MLFLOW_TRACKING_URI="",
     )
     assert result.returncode != 0
     lines = error_lines(result.stderr)
-    assert lines[0].startswith("ingest: error: green_tripdata_2021-05.parquet is not in")
+    assert lines[0].startswith("ingest: error: green_tripdata_2021-06.parquet is not in")
     assert lines[1].startswith("main: error: step ingest failed")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = runs_of(client, "my-experiment")

@@ -152,7 +152,8 @@ def test_a_time_challenger_is_compared_with_the_legacy_champion_on_raw_records(l
     )
     champion = record["comparison"]["champion"]
     assert champion["version"] == LEGACY_VERSION
-    assert champion["how"].startswith("re-scored on 2023-04")
+    assert champion["how"].startswith("re-scored on the candidate's")
+    assert champion["how"].endswith("test rows of 2023-04")
     challenger = client.get_model_version(MODEL_NAME, record["version"])
     assert challenger.tags["features"] == "time"
     candidate = record["comparison"]["candidate"]

@@ -36,7 +36,9 @@ def test_make_data_downloads_the_default_months_once(tmp_path):
         assert again.returncode == 0, again.stderr[-3000:]
         hits = dict(tlc.hits)
     names = [tlc_file_name("green", m) for m in DEFAULT_MONTHS]
-    assert sorted(p.name for p in dest.iterdir()) == names  # no temp file left behind
+    # each month and the identity TLC gave it (what a later run checks it against); no temp file
+    expected = sorted(names + [f"{name}.source.json" for name in names])
+    assert sorted(p.name for p in dest.iterdir()) == expected
     for name in names:
         assert (dest / name).read_bytes() == (DATA_DIR / name).read_bytes()
         assert hits[name] == 1  # the second run kept the months it had
@@ -46,9 +48,9 @@ def test_make_data_downloads_the_default_months_once(tmp_path):
 def test_make_data_refuses_a_month_tlc_does_not_have_in_one_line(tmp_path):
     dest = tmp_path / "data"
     with TLCServer(DATA_DIR) as tlc:
-        result = make("data", f"SOURCE={tlc.url}", f"DATA={dest}", "MONTHS=2021-05", cwd=tmp_path)
+        result = make("data", f"SOURCE={tlc.url}", f"DATA={dest}", "MONTHS=2021-06", cwd=tmp_path)
     assert result.returncode != 0
     [line] = error_lines(result.stderr)
-    assert line.startswith("data: error: ") and "green_tripdata_2021-05.parquet" in line
+    assert line.startswith("data: error: ") and "green_tripdata_2021-06.parquet" in line
     assert "Traceback" not in result.stderr
     assert not any(dest.iterdir())

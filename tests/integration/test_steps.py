@@ -219,8 +219,8 @@ def store(tmp_path):
 
 
 def test_ingest_refuses_a_month_missing_from_the_folder(store):
-    result = store.run("ingest", "--source", str(DATA_DIR), "--test-month", "2021-05")
-    assert_refused(result, "green_tripdata_2021-05.parquet is not in")
+    result = store.run("ingest", "--source", str(DATA_DIR), "--test-month", "2021-06")
+    assert_refused(result, "green_tripdata_2021-06.parquet is not in")
     assert [r.info.status for r in store.runs()] == ["FAILED"]
 
 

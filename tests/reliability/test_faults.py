@@ -22,6 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from taxi_duration.core.contracts import EXPERIMENT_NAME, MODEL_NAME, STEP_TAG
+from taxi_duration.data.tlc import cache_folder
 from tests.conftest import (
     DATA_DIR,
     FAST_HPO,
@@ -151,7 +152,10 @@ def test_two_mains_at_once_both_finish_and_the_better_model_is_the_one_champion(
     pipelines = [
         subprocess.Popen(
             mlflow_run_command(
-                "-e", "main", params={**PARAMS, "seed": str(seed), "model_name": model}
+                "-e",
+                "main",
+                # the gate by RMSE alone: whichever registers second, the better model wins
+                params={**PARAMS, "seed": str(seed), "model_name": model, "min_confidence": "0"},
             ),
             cwd=root,
             env=subprocess_env(MLFLOW_TRACKING_URI=uri),
@@ -192,17 +196,20 @@ def test_a_download_killed_half_way_leaves_no_partial_file_once_ingest_reruns(tm
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for(lambda: list(cache.glob(".*.part")), what="a download in progress")
+        folder = cache_folder(cache, server.url)  # the downloads from this source
+        wait_for(lambda: list(folder.glob(".*.part")), what="a download in progress")
         ingest.send_signal(signal.SIGKILL)
         ingest.wait(timeout=30)
-        assert [p.name for p in cache.glob(".*.part")]  # what SIGKILL leaves behind
+        assert [p.name for p in folder.glob(".*.part")]  # what SIGKILL leaves behind
 
         server.faults.clear()
         rerun = run_step("ingest", *args, cwd=tmp_path, MLFLOW_TRACKING_URI=uri)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert sorted(p.name for p in cache.iterdir()) == [
-        f"green_tripdata_{m}.parquet" for m in MONTHS
-    ]
+    names = [f"green_tripdata_{m}.parquet" for m in MONTHS]
+    assert [p.name for p in cache.iterdir()] == [folder.name]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        names + [f"{name}.source.json" for name in names]
+    )
 
 
 # --- odd data: handled by a documented rule and counted, or refused in one line -----------------
