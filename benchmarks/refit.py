@@ -69,7 +69,8 @@ def step(module: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
     done.set()
     sampler.join()
     if process.returncode != 0:
-        sys.exit(f"benchmark command failed: {' '.join(command)}\n{stderr[-3000:]}")
+        errors = [x for x in stderr.splitlines() if ": error: " in x or "Error:" in x][:5]
+        sys.exit(f"benchmark command failed: {' '.join(command)}\n" + "\n".join(errors))
     line = next(x for x in stdout.splitlines() if x.startswith(f"{module}: runs:/"))
     uri = line.split()[1]
     run = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(uri.removeprefix("runs:/"))
