@@ -126,9 +126,11 @@ def test_pipeline_killed_mid_hpo_is_cleaned_up_and_resumed_by_the_next_main(stor
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    freeze_mid_trial(client, "lid-closed", pipeline.pid)
-    os.killpg(pipeline.pid, signal.SIGKILL)  # mlflow run, main and hpo, all at once
-    pipeline.wait(timeout=30)
+    try:
+        freeze_mid_trial(client, "lid-closed", pipeline.pid)
+    finally:  # also when the freeze fails: no stopped pipeline outlives the test
+        os.killpg(pipeline.pid, signal.SIGKILL)  # mlflow run, main and hpo, all at once
+        pipeline.wait(timeout=30)
     before = {r.data.tags.get(STEP_TAG) for r in running(client)}
     assert {"main", "hpo"} <= before  # what a killed pipeline leaves: RUNNING runs
 
