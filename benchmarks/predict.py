@@ -77,19 +77,31 @@ def tree_rss(root: int) -> tuple[int, int]:
     return total, largest
 
 
+def process_rss(pid: int) -> int:
+    """Resident bytes of one process (0 once it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
 def measured(command: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Run a command to completion, sampling its process tree's memory; fail loudly."""
+    """Run a command to completion, sampling the memory of its process and of its process tree;
+    fail loudly, with the error lines of its stderr (or its tail when it has none: a JVM's stack
+    trace would bury the one line that says what went wrong)."""
     started = time.perf_counter()
     process = subprocess.Popen(
         command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    peak = {"tree": 0, "largest": 0}
+    peak = {"process": 0, "tree": 0, "largest": 0}
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
             total, largest = tree_rss(process.pid)
-            peak["tree"], peak["largest"] = max(peak["tree"], total), max(peak["largest"], largest)
+            own = process_rss(process.pid)
+            peak["process"], peak["tree"] = max(peak["process"], own), max(peak["tree"], total)
+            peak["largest"] = max(peak["largest"], largest)
             done.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -99,9 +111,12 @@ def measured(command: list[str], cwd: Path, env: dict[str, str]) -> dict[str, An
     sampler.join()
     wall = time.perf_counter() - started
     if process.returncode != 0:
-        sys.exit(f"benchmark command failed: {' '.join(command)}\n{stderr[-3000:]}")
+        errors = [x for x in stderr.splitlines() if ": error: " in x or "Error:" in x][:5]
+        detail = "\n".join(errors) if errors else stderr[-3000:]
+        sys.exit(f"benchmark command failed: {' '.join(command)}\n{detail}")
     return {
         "wall_seconds": round(wall, 1),
+        "peak_rss_process_mib": round(peak["process"] / 2**20),
         "peak_rss_tree_mib": round(peak["tree"] / 2**20),
         "peak_rss_largest_mib": round(peak["largest"] / 2**20),
         "stdout": stdout,

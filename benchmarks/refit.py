@@ -22,66 +22,27 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from bench import BIG_MONTHS, build_big_months
 from mlflow.tracking import MlflowClient
-from predict import PAGE, tree_rss
+from predict import measured
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_MONTH, VAL_MONTH, TEST_MONTH = BIG_MONTHS[2:]
 
 
-def rss(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-    except OSError:
-        return 0
-
-
 def step(module: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
     """`python -m steps.<module>` to completion, sampling its memory; its run and figures."""
-    command = [sys.executable, "-m", f"steps.{module}", *args]
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    peak = {"own": 0, "tree": 0, "largest": 0}
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            total, largest = tree_rss(process.pid)
-            own = rss(process.pid)
-            peak["own"], peak["tree"] = max(peak["own"], own), max(peak["tree"], total)
-            peak["largest"] = max(peak["largest"], largest)
-            done.wait(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = process.communicate()
-    done.set()
-    sampler.join()
-    if process.returncode != 0:
-        errors = [x for x in stderr.splitlines() if ": error: " in x or "Error:" in x][:5]
-        sys.exit(f"benchmark command failed: {' '.join(command)}\n" + "\n".join(errors))
+    figures = measured([sys.executable, "-m", f"steps.{module}", *args], ROOT, env)
+    stdout = figures.pop("stdout")
     line = next(x for x in stdout.splitlines() if x.startswith(f"{module}: runs:/"))
     uri = line.split()[1]
     run = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(uri.removeprefix("runs:/"))
-    return {
-        "uri": uri,
-        "run": run,
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "peak_rss_process_mib": round(peak["own"] / 2**20),
-        "peak_rss_tree_mib": round(peak["tree"] / 2**20),
-        "peak_rss_largest_mib": round(peak["largest"] / 2**20),
-    }
+    return {"uri": uri, "run": run, **figures}
 
 
 def refits(
