@@ -13,12 +13,12 @@ Artifacts: the pyfunc model `model` (raw records in, minutes out; signature and 
 predictions/test.parquet (its predictions of the test trips, which register pairs with the
 champion's); inside the model, reference_profile.json (the training trips' distance deciles,
 zone, hour and weekday mix and the test month's prediction deciles: what predict measures a
-month's drift against), preprocessor/preprocessor.pkl, autolog's per-iteration metrics and
-importances, and pictures of the test month: plots/test_predictions.png (predicted vs actual),
-plots/test_errors.png
-(error by distance band, pickup hour and day of the week), plots/feature_importance.png (each
-input's share of the gain). The model's metadata names its feature set and input columns; its
-input example holds five test trips as a request carries them.
+month's drift against; the training trips are read a batch at a time, the deciles from a
+seeded sample of a million distances), preprocessor/preprocessor.pkl, autolog's per-iteration
+metrics and importances, and pictures of the test month: plots/test_predictions.png (predicted
+vs actual), plots/test_errors.png (error by distance band, pickup hour and day of the week),
+plots/feature_importance.png (each input's share of the gain). The model's metadata names its
+feature set and input columns; its input example holds five test trips as a request carries them.
 Metrics: val_rmse, test_rmse, training_seconds, n_trees, train_rows and val_rows (the rows the
 refit used: every row, whatever sample hpo searched on), stopping_val_rows and stopping_val_rmse
 (the rows early stopping watched, and the RMSE on them), and MLflow's standard regression
@@ -72,12 +72,13 @@ from taxi_duration.core.reuse import digest_files, digest_values
 from taxi_duration.data.spark import check_pyspark
 from taxi_duration.data.spark import session as spark_session
 from taxi_duration.model import boosting
-from taxi_duration.model.drift import reference_profile
+from taxi_duration.model.drift import COUNTED_COLUMNS, reference_profile
 from taxi_duration.model.features import (
     load_matrix,
     load_preprocessor,
     matrix_columns,
     matrix_file_columns,
+    read_batches,
     rmse,
 )
 from taxi_duration.model.figures import (
@@ -192,9 +193,14 @@ def main(
         test_pred = fit.booster.predict(boosting.dmatrix(test))
         test_rmse = rmse(test.y, test_pred)
 
-        training = pd.read_parquet(runs.download(fid, trips_split_path("train")))
-        profile = reference_profile(training, test_pred, preprocessor.features, test_rmse)
-        del training
+        training = runs.download(fid, trips_split_path("train"))
+        profile = reference_profile(
+            lambda: read_batches(training, COUNTED_COLUMNS),
+            test_pred,
+            preprocessor.features,
+            test_rmse,
+            seed=seed,
+        )
         with tempfile.TemporaryDirectory() as tmp:
             booster_path = Path(tmp) / BOOSTER_FILE
             fit.booster.save_model(booster_path)

@@ -13,7 +13,7 @@ significant one.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,6 +36,11 @@ STATUS_CODES = {OK: 0, DRIFT: 1, DEGRADED: 2, UNKNOWN: -1}
 # The inputs compared, in the order tables show them; hour and weekday for time models only.
 INPUTS = ("distance", "pickup_zone", "dropoff_zone", "pickup_hour", "pickup_weekday")
 BINNED = (*INPUTS, "prediction")
+# The trip columns counted into a profile's bins (what a reader of trips needs to load).
+COUNTED_COLUMNS = (PICKUP, PU, DO, DISTANCE)
+# The training distances' deciles come from a seeded sample of at most this many trips: exact for
+# any month up to a million trips, and bounded memory for a window of many.
+DISTANCE_SAMPLE_ROWS = 1_000_000
 
 
 @dataclass
@@ -86,12 +91,9 @@ def count(
     times = time_of_day(trips[PICKUP]).dropna()
     hour = np.bincount(times.iloc[:, 0].to_numpy().astype(int), minlength=24)
     weekday = np.bincount(times.iloc[:, 1].to_numpy().astype(int), minlength=7)
-    predicted = np.zeros(len(prediction_edges) + 1)
-    if predictions is not None and len(predictions):
-        predicted = np.bincount(
-            np.searchsorted(prediction_edges, np.asarray(predictions, dtype="float64")),
-            minlength=len(prediction_edges) + 1,
-        ).astype("float64")
+    predicted = prediction_counts(
+        np.empty(0) if predictions is None else predictions, prediction_edges
+    )
     return Counts(
         distance.astype("float64"),
         zones[PU].astype("float64"),
@@ -142,28 +144,65 @@ def shares(counts: np.ndarray) -> list[float]:
 
 
 def reference_profile(
-    training: pd.DataFrame,
+    training: Callable[[], Iterable[pd.DataFrame]],
     test_predictions: np.ndarray,
     features: str,
     test_rmse: float,
+    *,
+    sample_rows: int = DISTANCE_SAMPLE_ROWS,
+    seed: int = 0,
 ) -> Profile:
-    """The profile of the training trips and of the model's predictions on its test month."""
-    miles = clean_distance(training[DISTANCE]).dropna().to_numpy()
-    distance_edges = _edges(miles)
+    """The profile of the training trips and of the model's predictions on its test month.
+
+    `training` gives the training trips (COUNTED_COLUMNS) as batches, each time it is called:
+    the profile reads them twice, once for the distance deciles (from a seeded sample of at most
+    `sample_rows` distances) and once to count every trip into the bins, so no more than a batch
+    and the sample are in memory however many months the model was trained on."""
+    distance_edges = _edges(distance_sample(training(), sample_rows, seed))
     prediction_edges = _edges(np.asarray(test_predictions, dtype="float64"))
-    trained = count(training, None, distance_edges, prediction_edges)
-    tested = count(training.head(0), test_predictions, distance_edges, prediction_edges)
+    trained = Counts.empty(len(distance_edges), len(prediction_edges))
+    for batch in training():
+        trained += count(batch, None, distance_edges, prediction_edges)
     found = {name: shares(getattr(trained, name)) for name in INPUTS}
-    found["prediction"] = shares(tested.prediction)
+    found["prediction"] = shares(prediction_counts(test_predictions, prediction_edges))
     return Profile(
         features,
         distance_edges,
         prediction_edges,
         found,
         test_rmse,
-        training_rows=len(training),
+        training_rows=trained.rows,
         test_rows=len(test_predictions),
     )
+
+
+def distance_sample(batches: Iterable[pd.DataFrame], rows: int, seed: int) -> np.ndarray:
+    """A uniform random sample of at most `rows` of the trips' usable distances, the same for a
+    seed however the trips are cut into batches: each trip draws a random key, in order, and the
+    `rows` trips with the smallest keys are kept (all of them when there are no more)."""
+    rng = np.random.default_rng(seed)
+    keys, kept = np.empty(0), np.empty(0)
+    for batch in batches:
+        drawn = rng.random(len(batch))
+        miles = clean_distance(batch[DISTANCE]).to_numpy(dtype="float64")
+        known = ~np.isnan(miles)
+        keys = np.concatenate([keys, drawn[known]])
+        kept = np.concatenate([kept, miles[known]])
+        if len(keys) > rows:
+            smallest = np.argpartition(keys, rows)[:rows]
+            keys, kept = keys[smallest], kept[smallest]
+    return kept
+
+
+def prediction_counts(predictions: np.ndarray, prediction_edges: list[float]) -> np.ndarray:
+    """Predicted minutes counted into the decile bins of the reference's predictions."""
+    values = np.asarray(predictions, dtype="float64")
+    if not len(values):
+        return np.zeros(len(prediction_edges) + 1)
+    found = np.bincount(
+        np.searchsorted(prediction_edges, values), minlength=len(prediction_edges) + 1
+    )
+    return found.astype("float64")
 
 
 def _edges(values: np.ndarray) -> list[float]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import pickle
 import zipfile
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Protocol, TypeAlias
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from taxi_duration.core.contracts import (
@@ -47,6 +48,7 @@ MAX_DISTANCE = 100.0  # miles; longer TLC trip records are meter errors
 TLC_TIME_ZONE = "America/New_York"
 ZONE_DTYPE = pd.CategoricalDtype(categories=list(ZONE_IDS))
 Matrix: TypeAlias = "pd.DataFrame | sp.csr_matrix"
+BATCH_ROWS = 1 << 20  # rows read at a time where a whole split need not be in memory
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -477,3 +479,11 @@ training split only).
 Unknown zones and invalid distances stay in: the model sees them as missing, as it will when \
 serving. Matrices: `{MATRICES_DIR}/`; kept trips: `{TRIPS_DIR}/`.
 """
+
+
+def read_batches(
+    path: Path, columns: Sequence[str], rows: int = BATCH_ROWS
+) -> Iterator[pd.DataFrame]:
+    """A parquet file's `columns`, `rows` at a time (the last batch may hold fewer)."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=list(columns)):
+        yield batch.to_pandas()

@@ -15,8 +15,6 @@ import pyarrow.parquet as pq
 
 from taxi_duration.core.contracts import (
     COMPARE_PREDICTION,
-    DISTANCE,
-    DO,
     DRIFT_BY_MONTH_CSV,
     DRIFT_BY_MONTH_JSON,
     DRIFT_BY_MONTH_PLOT,
@@ -27,7 +25,6 @@ from taxi_duration.core.contracts import (
     PICKUP,
     PREDICTION,
     PREDICTION_INPUT_COLUMNS,
-    PU,
     RMSE_BY_MONTH_PLOT,
     SCORING_COLUMNS,
     TARGET,
@@ -43,6 +40,7 @@ from taxi_duration.data.spark import session as spark_session
 from taxi_duration.data.tlc import null_count, read_trips
 from taxi_duration.model import monitoring
 from taxi_duration.model.drift import (
+    COUNTED_COLUMNS,
     DRIFT_PSI,
     TOLERANCE,
     WATCH_PSI,
@@ -65,8 +63,6 @@ from taxi_duration.model.monitoring import (
 from taxi_duration.tracking import pyfunc, registry, runs, spark
 
 _BATCH_ROWS = 1 << 20
-# What drift counts read back from a predictions file besides the errors.
-INPUT_COLUMNS = (PICKUP, PU, DO, DISTANCE)  # rows read back from a predictions file at a time
 
 
 # A predictions file may lack the times (no actual minutes then), never the model's inputs.
@@ -337,7 +333,7 @@ def read_back(
     rows, sums = 0, dict.fromkeys(columns, NO_ERRORS)
     profile = monitor.profile
     scored = everything = profile.empty_counts() if profile else None
-    wanted = [TARGET, *columns, *(INPUT_COLUMNS if profile else ())]
+    wanted = [TARGET, *columns, *(COUNTED_COLUMNS if profile else ())]
     for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=wanted):
         actual = batch.column(TARGET).to_numpy(zero_copy_only=False)
         for column in columns:

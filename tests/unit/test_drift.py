@@ -13,12 +13,13 @@ from taxi_duration.model.drift import (
     DRIFT,
     OK,
     Profile,
+    distance_sample,
     measure,
     psi,
     reference_profile,
     status_without_profile,
 )
-from taxi_duration.model.features import filter_trips
+from taxi_duration.model.features import clean_distance, filter_trips
 from tests.conftest import DATA_DIR
 
 
@@ -27,11 +28,18 @@ def month(name: str) -> pd.DataFrame:
     return kept
 
 
+def batches(trips: pd.DataFrame, rows: int):
+    """What train_best hands reference_profile: a reader of the trips, a batch at a time."""
+    return lambda: (trips.iloc[start : start + rows] for start in range(0, len(trips), rows))
+
+
+PREDICTIONS = np.random.default_rng(0).gamma(3.0, 5.0, 3000)
+
+
 @pytest.fixture(scope="module")
 def profile() -> Profile:
     training = month("2021-01")
-    predictions = np.random.default_rng(0).gamma(3.0, 5.0, 3000)
-    return reference_profile(training, predictions, "time", test_rmse=6.5)
+    return reference_profile(batches(training, len(training)), PREDICTIONS, "time", test_rmse=6.5)
 
 
 def test_psi_is_zero_for_the_same_shares_and_grows_with_a_shift():
@@ -100,3 +108,45 @@ def test_a_model_without_a_profile_gets_a_status_from_its_error_alone():
     assert status_without_profile(7.5, 6.5, 0.1) == DEGRADED
     assert status_without_profile(6.6, 6.5, 0.1) == OK
     assert status_without_profile(None, 6.5, 0.1) == "unknown"
+
+
+def test_a_profile_read_in_batches_is_the_profile_of_the_whole_month(profile):
+    training = month("2021-01")
+    for rows in (1000, 777, len(training) - 1):
+        found = reference_profile(batches(training, rows), PREDICTIONS, "time", test_rmse=6.5)
+        assert found == profile
+    assert profile.training_rows == len(training)
+    expected = np.quantile(
+        clean_distance(training[DISTANCE]).dropna(), [q / 10 for q in range(1, 10)]
+    )
+    assert profile.distance_edges == pytest.approx(sorted(set(expected)))
+
+
+def test_deciles_from_a_sample_are_close_and_every_trip_is_still_counted(profile):
+    training = month("2021-01")
+    sampled = reference_profile(
+        batches(training, 500), PREDICTIONS, "time", test_rmse=6.5, sample_rows=len(training) // 3
+    )
+    assert sampled.training_rows == len(training)
+    assert sampled.distance_edges != profile.distance_edges  # a sample, not the month
+    assert sampled.distance_edges == pytest.approx(profile.distance_edges, rel=0.1)
+    for name in ("pickup_zone", "dropoff_zone", "pickup_hour", "pickup_weekday", "prediction"):
+        assert sampled.shares[name] == profile.shares[name]  # counted on every trip, exactly
+
+
+def test_the_distance_sample_is_seeded_uniform_and_the_same_whatever_the_batches():
+    trips = month("2021-01")
+    known = clean_distance(trips[DISTANCE]).dropna().to_numpy()
+    rows = len(trips) // 4
+    drawn = distance_sample(batches(trips, len(trips))(), rows, seed=3)
+    assert len(drawn) == rows and np.isin(drawn, known).all()
+    for size in (100, 999, 2048):
+        np.testing.assert_array_equal(
+            np.sort(distance_sample(batches(trips, size)(), rows, 3)), np.sort(drawn)
+        )
+    assert not np.array_equal(
+        np.sort(distance_sample(batches(trips, 100)(), rows, 4)), np.sort(drawn)
+    )
+    assert np.median(drawn) == pytest.approx(np.median(known), rel=0.1)
+    everything = distance_sample(batches(trips, 100)(), len(trips) * 2, seed=3)
+    np.testing.assert_array_equal(np.sort(everything), np.sort(known))
