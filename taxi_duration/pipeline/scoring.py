@@ -49,7 +49,7 @@ from taxi_duration.model.drift import (
     measure,
     status_without_profile,
 )
-from taxi_duration.model.features import with_duration
+from taxi_duration.model.features import BATCH_ROWS, with_duration
 from taxi_duration.model.figures import plot_drift_by_month, plot_metrics_by_month
 from taxi_duration.model.monitoring import (
     COMPARE_TO,
@@ -61,9 +61,6 @@ from taxi_duration.model.monitoring import (
     in_training_filter,
 )
 from taxi_duration.tracking import pyfunc, registry, runs, spark
-
-_BATCH_ROWS = 1 << 20
-
 
 # A predictions file may lack the times (no actual minutes then), never the model's inputs.
 OPTIONAL_COLUMNS = (PICKUP, DROPOFF)
@@ -334,7 +331,7 @@ def read_back(
     profile = monitor.profile
     scored = everything = profile.empty_counts() if profile else None
     wanted = [TARGET, *columns, *(COUNTED_COLUMNS if profile else ())]
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=wanted):
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=wanted):
         actual = batch.column(TARGET).to_numpy(zero_copy_only=False)
         for column in columns:
             predicted = batch.column(column).to_numpy(zero_copy_only=False)
