@@ -18,8 +18,9 @@ for real, in one process tree on this machine, in a temporary directory; nothing
    it ran; the month again with early stopping on the whole validation month
    (early_stopping_rows=0: only train_best and register run again); then, on months of distinct
    real trips (the trips of the big months repeat, so a sample of them holds nearly every
-   distinct trip), the default against `hpo_sample_rows=0` with the same budget
-   (--compare-evals trials each, more than TPE's 20 random start-up trials).
+   distinct trip), searches on samples of --compare-samples rows (the default's 100,000 and
+   300,000) against `hpo_sample_rows=0` with the same budget (--compare-evals trials each, more
+   than TPE's 20 random start-up trials).
 
 Prints a table and writes it all as JSON (--out).
 """
@@ -395,8 +396,8 @@ def big_months(data: Path, work: Path, env: dict[str, str], args: argparse.Names
         result["compare"] = build_distinct_months(data, distinct)
         budget = {"max_evals": args.compare_evals, **args.param}
         plan += [
-            ("compare, sample", distinct, BIG_MONTHS[2], budget),
-            ("compare, all rows", distinct, BIG_MONTHS[2], {**budget, "hpo_sample_rows": 0}),
+            (compare_name(rows), distinct, BIG_MONTHS[2], {**budget, "hpo_sample_rows": rows})
+            for rows in args.compare_samples
         ]
     result["runs"] = {}
     for name, source, train_month, extra in plan:
@@ -407,6 +408,13 @@ def big_months(data: Path, work: Path, env: dict[str, str], args: argparse.Names
 
 
 STOP_ALL = "early_stopping_rows"  # 0: early stopping on the whole validation month
+
+
+def compare_name(sample_rows: int) -> str:
+    return f"compare, {sample_rows:,} rows" if sample_rows else COMPARE_ALL
+
+
+COMPARE_ALL = "compare, all rows"
 
 
 def table(result: dict[str, Any]) -> str:
@@ -485,13 +493,17 @@ def big_table(result: dict[str, Any]) -> list[str]:
             f"{whole['steps']['train_best']['core_seconds']:.0f} s, {sampled['refit_trees']} "
             f"against {whole['refit_trees']} trees"
         )
-    if "compare, sample" in runs and "compare, all rows" in runs:
-        sampled, full = runs["compare, sample"], runs["compare, all rows"]
-        gap = sampled["val_rmse"] / full["val_rmse"] - 1
+    full = runs.get(COMPARE_ALL)
+    for name, sampled in runs.items():
+        if full is None or not name.startswith("compare, ") or name == COMPARE_ALL:
+            continue
         lines.append(
-            f"on {sampled['train_rows']:,} training rows, the default (search on "
-            f"{sampled['search_train_rows']:,} sampled rows, refit on every row): validation RMSE "
-            f"{gap:+.2%} against a search on every row, both {full['n_trials']} trials"
+            f"on {sampled['train_rows']:,} distinct training trips, a search on "
+            f"{sampled['search_train_rows']:,} sampled rows, refit on every row: validation RMSE "
+            f"{sampled['val_rmse'] / full['val_rmse'] - 1:+.2%}, test RMSE "
+            f"{sampled['test_rmse'] / full['test_rmse'] - 1:+.2%}, "
+            f"{sampled['seconds_per_trial'] / full['seconds_per_trial']:.2f} times the seconds a "
+            f"trial, against a search on every row, both {full['n_trials']} trials"
         )
     lines += ["", "per step: run time s (own work s), peak RSS MiB; 'reused' = not run again"]
     lines.append(f"{'step':<12}" + "".join(f"{name:>26}" for name in runs))
@@ -552,6 +564,14 @@ def main() -> None:
         default=30,
         help="trials of each search in the sample-against-every-row comparison, on months of "
         "distinct real trips (more than TPE's 20 random start-up trials; 0: skip it)",
+    )
+    parser.add_argument(
+        "--compare-samples",
+        type=int,
+        nargs="+",
+        default=[100_000, 300_000, 0],
+        help="hpo_sample_rows of each search in the comparison (0: every row; default 100000 "
+        "300000 0)",
     )
     parser.add_argument(
         "--no-stopping-compare",
