@@ -58,7 +58,9 @@ def merge_parts(parts: Sequence[Path], path: Path, columns: Sequence[str]) -> No
     schema = prediction_schema(columns)
     with pq.ParquetWriter(path, schema) as writer:
         for part in parts:
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=_BATCH_ROWS):
+            for batch in pq.ParquetFile(part, pre_buffer=False).iter_batches(
+                batch_size=_BATCH_ROWS
+            ):
                 writer.write_table(pa.Table.from_batches([batch]).select(columns).cast(schema))
 
 

@@ -331,7 +331,8 @@ def read_back(
     profile = monitor.profile
     scored = everything = profile.empty_counts() if profile else None
     wanted = [TARGET, *columns, *(COUNTED_COLUMNS if profile else ())]
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=wanted):
+    reader = pq.ParquetFile(path, pre_buffer=False)  # as features.read_batches: bounded memory
+    for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
         actual = batch.column(TARGET).to_numpy(zero_copy_only=False)
         for column in columns:
             predicted = batch.column(column).to_numpy(zero_copy_only=False)
