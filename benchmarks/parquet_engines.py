@@ -64,6 +64,7 @@ from taxi_duration.core.contracts import (
 from taxi_duration.data.outputs import prediction_schema, write_frame
 from taxi_duration.data.tlc import read_trips, trip_columns
 from taxi_duration.model.features import (
+    BATCH_ROWS,
     CategoricalPreprocessor,
     encode,
     filter_trips,
@@ -72,7 +73,7 @@ from taxi_duration.model.features import (
 
 ENGINES = ("pyarrow", "fastparquet")
 KINDS = ("matrix", "trips", "predictions")
-BATCH_ROWS = 1 << 20  # the batch size predict writes and reads back (taxi_duration/data/outputs.py)
+GROUP_ROWS = 1 << 20  # the row groups predict writes (taxi_duration/data/outputs.py)
 MIB = 1 << 20
 # pandas 3.1 deprecates engine="fastparquet" with a Pandas4Warning on every call.
 warnings.filterwarnings("ignore", message="The 'fastparquet' engine is deprecated")
@@ -180,7 +181,7 @@ def run_case(
             if kind == "predictions" and engine == "pyarrow":
                 write_frame(frame, path)
             elif kind == "predictions":
-                frame.to_parquet(path, index=False, engine=engine, row_group_offsets=BATCH_ROWS)
+                frame.to_parquet(path, index=False, engine=engine, row_group_offsets=GROUP_ROWS)
             else:
                 frame.to_parquet(path, index=False, engine=engine)
             digests.append(digest(path))
@@ -199,7 +200,8 @@ def run_case(
         if engine == "pyarrow":
 
             def batches() -> Iterator[pd.DataFrame]:
-                for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+                reader = pq.ParquetFile(path, pre_buffer=False)  # as read_back reads
+                for batch in reader.iter_batches(batch_size=BATCH_ROWS):
                     yield batch.to_pandas()
         else:
             import fastparquet
