@@ -10,11 +10,12 @@ sample of about `stopping_rows` of its rows (Spark's rand(seed), so the count is
 
 Each trainer must see a partition as one Arrow batch: xgboost.spark (3.2) splits every batch into
 its training and validation rows, and with the features as a list of columns it fails with
-`KeyError: 'values'` on a batch that holds only one kind, which Spark's default of 10,000 rows a
-batch makes certain on any real month (the round-robin repartition keeps the rows of each input
-file together). So the refit lifts the row limit while it fits (`ARROW_BATCH_ROWS`); a batch is
-still bounded by `spark.sql.execution.arrow.maxBytesPerBatch`, and more `num_workers` make the
-partitions smaller.
+`KeyError: 'values'` on a batch that holds only one kind. Spark cuts batches at 10,000 rows and at
+64 MiB by default, which makes that certain on any real month (the round-robin repartition keeps
+the rows of each input file together): at 64 MiB, a refit on 6.6 million rows with two workers
+failed. So the refit lifts both limits while it fits (`ARROW_BATCH_LIMITS`), leaving Spark's own
+ceiling of 2 GiB a batch, about 40 million rows a trainer; past that, a clear error asks for more
+`num_workers`.
 """
 
 from __future__ import annotations
@@ -25,10 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from taxi_duration.core.contracts import DO, PU, TARGET, ZONE_IDS
+from taxi_duration.core.errors import PipelineError
 from taxi_duration.model.boosting import FIXED_PARAMS, FitResult
 
 VALIDATION = "is_validation"  # the column that tells the validation rows from the training ones
 ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"  # 0: no limit
+ARROW_BATCH_BYTES = "spark.sql.execution.arrow.maxBytesPerBatch"  # at most 2 GiB - 1
+# What the fit sets them to: one Arrow batch a partition, up to Spark's ceiling.
+ARROW_BATCH_LIMITS = {ARROW_BATCH_ROWS: "0", ARROW_BATCH_BYTES: str((1 << 31) - 2)}
 
 
 def refit_on_spark(
@@ -76,14 +81,23 @@ def refit_on_spark(
         **{k: v for k, v in FIXED_PARAMS.items() if k != "objective"},
         **params,
     )
-    batch_rows = spark.conf.get(ARROW_BATCH_ROWS)
-    spark.conf.set(ARROW_BATCH_ROWS, "0")
+    before = {key: spark.conf.get(key) for key in ARROW_BATCH_LIMITS}
+    for key, value in ARROW_BATCH_LIMITS.items():
+        spark.conf.set(key, value)
     try:
         started = time.perf_counter()
         fitted = estimator.fit(rows)
         seconds = time.perf_counter() - started
+    except Exception as error:
+        if "KeyError: 'values'" not in str(error):
+            raise
+        raise PipelineError(
+            f"a Spark trainer's share of the rows was over 2 GiB and reached it in several "
+            f"batches, which xgboost.spark cannot train on; raise num_workers (now {num_workers})"
+        ) from None
     finally:
-        spark.conf.set(ARROW_BATCH_ROWS, batch_rows)
+        for key, value in before.items():
+            spark.conf.set(key, value)
     booster = fitted.get_booster()
     attributes = booster.attributes()
     n_trees = int(attributes.get("best_iteration", booster.num_boosted_rounds() - 1)) + 1

@@ -21,7 +21,7 @@ from taxi_duration.core.contracts import (
 )
 from taxi_duration.model.boosting import score
 from taxi_duration.model.features import load_matrix, load_preprocessor, model_input
-from taxi_duration.model.spark_refit import ARROW_BATCH_ROWS
+from taxi_duration.model.spark_refit import ARROW_BATCH_BYTES, ARROW_BATCH_ROWS
 from tests.conftest import TrainedStore, run_step
 
 pytest.importorskip("pyspark")
@@ -52,10 +52,13 @@ def test_the_spark_refit_matches_the_local_one_and_registers_like_it(store_copy:
         "train_best",
         "--hpo-run", hpo_uri, "--engine", "spark", "--spark-master", "local[2]",
         "--num-workers", "2", "--early-stopping-rows", "500",
-        # Arrow batches of 64 rows: each trainer's partition arrives in many batches, some with
-        # no validation row, as every partition of a real month does at Spark's default of
-        # 10,000 (the samples alone fit in one batch, which hid xgboost.spark's KeyError)
-        PYSPARK_SUBMIT_ARGS=f"--conf {ARROW_BATCH_ROWS}=64 pyspark-shell",
+        # Arrow batches of 64 rows or 4 KiB: each trainer's partition arrives in many batches,
+        # some with no validation row, as every partition of a real month does at Spark's
+        # defaults of 10,000 rows and 64 MiB (the samples alone fit in one batch, which hid
+        # xgboost.spark's KeyError; 64 MiB hid it up to about 3 million rows)
+        PYSPARK_SUBMIT_ARGS=(
+            f"--conf {ARROW_BATCH_ROWS}=64 --conf {ARROW_BATCH_BYTES}=4096 pyspark-shell"
+        ),
     )  # fmt: skip
     assert spark.data.tags["selected_trial_run_id"] == local.data.tags["selected_trial_run_id"]
     assert spark.data.params["engine"] == "spark"
