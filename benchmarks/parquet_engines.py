@@ -62,9 +62,9 @@ from taxi_duration.core.contracts import (
     tlc_file_name,
 )
 from taxi_duration.data.outputs import prediction_schema, write_frame
+from taxi_duration.data.parquet import record_batches
 from taxi_duration.data.tlc import read_trips, trip_columns
 from taxi_duration.model.features import (
-    BATCH_ROWS,
     CategoricalPreprocessor,
     encode,
     filter_trips,
@@ -200,8 +200,7 @@ def run_case(
         if engine == "pyarrow":
 
             def batches() -> Iterator[pd.DataFrame]:
-                reader = pq.ParquetFile(path, pre_buffer=False)  # as read_back reads
-                for batch in reader.iter_batches(batch_size=BATCH_ROWS):
+                for batch in record_batches(path):  # as read_back reads
                     yield batch.to_pandas()
         else:
             import fastparquet

@@ -69,6 +69,7 @@ from taxi_duration.core.params import (
     check_tolerance,
 )
 from taxi_duration.core.reuse import digest_files, digest_values
+from taxi_duration.data.parquet import read_batches
 from taxi_duration.data.spark import check_pyspark
 from taxi_duration.data.spark import session as spark_session
 from taxi_duration.model import boosting
@@ -78,7 +79,6 @@ from taxi_duration.model.features import (
     load_preprocessor,
     matrix_columns,
     matrix_file_columns,
-    read_batches,
     rmse,
 )
 from taxi_duration.model.figures import (

@@ -7,7 +7,8 @@ only downward:
     tracking   MLflow at the edge: runs, trials, the registry and the champion's history, the
                pyfunc model, Spark scoring, the tracking-server preflight, the plugins
     model      the ML, pure: features, XGBoost training, the search, monitoring, pictures
-    data       files: TLC months (download, cache, read), the splits, predict's outputs
+    data       files: TLC months (download, cache, read), the splits, predict's outputs,
+               parquet read a batch at a time
     core       contracts (names, columns, artifact paths), errors, parameters, processes,
                code fingerprints and digests
 

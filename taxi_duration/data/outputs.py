@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from taxi_duration.core.contracts import DISTANCE, DO, PICKUP, PU, TARGET
 from taxi_duration.core.errors import PipelineError
 from taxi_duration.core.processes import process_alive
+from taxi_duration.data.parquet import record_batches
 
 S3 = "s3://"
 _BATCH_ROWS = 1 << 20
@@ -58,9 +59,7 @@ def merge_parts(parts: Sequence[Path], path: Path, columns: Sequence[str]) -> No
     schema = prediction_schema(columns)
     with pq.ParquetWriter(path, schema) as writer:
         for part in parts:
-            for batch in pq.ParquetFile(part, pre_buffer=False).iter_batches(
-                batch_size=_BATCH_ROWS
-            ):
+            for batch in record_batches(part, rows=_BATCH_ROWS):
                 writer.write_table(pa.Table.from_batches([batch]).select(columns).cast(schema))
 
 

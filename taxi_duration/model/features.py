@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import pickle
 import zipfile
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +19,6 @@ from typing import Protocol, TypeAlias
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from taxi_duration.core.contracts import (
@@ -48,10 +47,6 @@ MAX_DISTANCE = 100.0  # miles; longer TLC trip records are meter errors
 TLC_TIME_ZONE = "America/New_York"
 ZONE_DTYPE = pd.CategoricalDtype(categories=list(ZONE_IDS))
 Matrix: TypeAlias = "pd.DataFrame | sp.csr_matrix"
-# Rows read at a time where a whole file need not be in memory. Files are read without
-# pre-buffering, which would keep every row group read so far: memory stays that of a batch and
-# a row group however big the file (measured: flat from 3 to 6 million rows).
-BATCH_ROWS = 1 << 18
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -482,12 +477,3 @@ training split only).
 Unknown zones and invalid distances stay in: the model sees them as missing, as it will when \
 serving. Matrices: `{MATRICES_DIR}/`; kept trips: `{TRIPS_DIR}/`.
 """
-
-
-def read_batches(
-    path: Path, columns: Sequence[str], rows: int = BATCH_ROWS
-) -> Iterator[pd.DataFrame]:
-    """A parquet file's `columns`, `rows` at a time (the last batch may hold fewer)."""
-    reader = pq.ParquetFile(path, pre_buffer=False)
-    for batch in reader.iter_batches(batch_size=rows, columns=list(columns)):
-        yield batch.to_pandas()

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from taxi_duration.core.contracts import (
     COMPARE_PREDICTION,
@@ -36,6 +35,7 @@ from taxi_duration.core.errors import PipelineError
 from taxi_duration.core.params import ModelRef, Month
 from taxi_duration.core.reuse import unquote
 from taxi_duration.data import outputs
+from taxi_duration.data.parquet import record_batches
 from taxi_duration.data.spark import session as spark_session
 from taxi_duration.data.tlc import null_count, read_trips
 from taxi_duration.model import monitoring
@@ -49,7 +49,7 @@ from taxi_duration.model.drift import (
     measure,
     status_without_profile,
 )
-from taxi_duration.model.features import BATCH_ROWS, with_duration
+from taxi_duration.model.features import with_duration
 from taxi_duration.model.figures import plot_drift_by_month, plot_metrics_by_month
 from taxi_duration.model.monitoring import (
     COMPARE_TO,
@@ -331,8 +331,7 @@ def read_back(
     profile = monitor.profile
     scored = everything = profile.empty_counts() if profile else None
     wanted = [TARGET, *columns, *(COUNTED_COLUMNS if profile else ())]
-    reader = pq.ParquetFile(path, pre_buffer=False)  # as features.read_batches: bounded memory
-    for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
+    for batch in record_batches(path, wanted):
         actual = batch.column(TARGET).to_numpy(zero_copy_only=False)
         for column in columns:
             predicted = batch.column(column).to_numpy(zero_copy_only=False)
