@@ -410,11 +410,11 @@ def big_months(data: Path, work: Path, env: dict[str, str], args: argparse.Names
 STOP_ALL = "early_stopping_rows"  # 0: early stopping on the whole validation month
 
 
+COMPARE_ALL = "compare, all rows"
+
+
 def compare_name(sample_rows: int) -> str:
     return f"compare, {sample_rows:,} rows" if sample_rows else COMPARE_ALL
-
-
-COMPARE_ALL = "compare, all rows"
 
 
 def table(result: dict[str, Any]) -> str:
